@@ -1,0 +1,5 @@
+import sys
+
+from tofu.cli import main
+
+sys.exit(main())

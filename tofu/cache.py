@@ -1,0 +1,100 @@
+"""In-process caches and request coalescing.
+
+``BytesLRU`` bounds a cachetools LRU by the bytes its values hold; ``SingleFlight`` makes
+concurrent callers with the same key share one piece of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from cachetools import LRUCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _CountingLRU(LRUCache):  # type: ignore[type-arg]
+    """An LRUCache that reports each eviction (cachetools evicts through ``popitem``)."""
+
+    def __init__(
+        self, maxsize: int, getsizeof: Callable[[Any], int], on_evict: Callable[[], None]
+    ) -> None:
+        super().__init__(maxsize, getsizeof)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[Any, Any]:
+        item = super().popitem()
+        self._on_evict()
+        return item
+
+
+class BytesLRU(Generic[K, V]):
+    """Least-recently-used cache bounded in bytes. Values larger than ``max_item`` bytes are not
+    stored, so one huge entry cannot flush the cache. ``max_bytes == 0`` disables it."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        sizeof: Callable[[V], int],
+        *,
+        max_item_fraction: float = 1.0,
+        on_evict: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._max_item = int(max_bytes * max_item_fraction)
+        self._sizeof = sizeof
+        self._lru = _CountingLRU(max(max_bytes, 1), sizeof, on_evict)
+
+    def get(self, key: K) -> V | None:
+        return self._lru.get(key)
+
+    def put(self, key: K, value: V) -> bool:
+        """Store ``value``; False when it is too large to be cached."""
+        if self._sizeof(value) > self._max_item:
+            return False
+        self._lru[key] = value
+        return True
+
+    def pop(self, key: K) -> None:
+        self._lru.pop(key, None)
+
+    @property
+    def bytes(self) -> int:
+        return int(self._lru.currsize)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent ``run`` calls with one key share one execution of the work.
+
+    The work runs as its own task: a caller that is cancelled (client went away) stops waiting
+    but does not cancel the work the others wait for. A failure reaches every waiter and is not
+    remembered: the next call starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Task[V]] = {}
+
+    async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """The work's result and whether this caller joined work already under way."""
+        task = self._running.get(key)
+        joined = task is not None
+        if task is None:
+            task = asyncio.ensure_future(work())
+            self._running[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task), joined
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters may all have gone
+
+    def __len__(self) -> int:
+        return len(self._running)

@@ -1,0 +1,104 @@
+"""The ``tofu`` command: ``serve``, ``sign`` and ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tofu.config import SETTINGS, Config, ConfigError
+from tofu.signing import signed_path
+
+_EPILOG = """\
+URL grammar: /[{signature}/]{prefix...}/{size}/{name} renders the original at {prefix...}/{name}.
+Size tokens: 280 (width), x200 (height), 650s or 894x1461s (fit inside), 280x194c (cover + crop),
+280x194a (smart crop), 280x194f30-60 (crop around a focal point, percent), then options:
+q60 (quality), u (allow upscaling), @2x (device pixel ratio), .webp/.avif/.png/.jpeg (format).
+
+Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_SECRET=a,b).
+AWS credentials and region come from the standard AWS variables and config files.
+"""
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    for setting in SETTINGS:
+        default = getattr(Config, setting.name, None)
+        shown = (
+            f" [env {setting.env}; default {default!r}]"
+            if default not in (None, "", ())
+            else f" [env {setting.env}]"
+        )
+        if setting.flag_only:
+            parser.add_argument(setting.flag, action="store_true", help=setting.help + shown)
+        elif setting.multiple:
+            parser.add_argument(
+                setting.flag,
+                action="append",
+                default=[],
+                metavar="VALUE",
+                help=setting.help + shown,
+            )
+        else:
+            parser.add_argument(
+                setting.flag, metavar=setting.name.upper(), help=setting.help + shown
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tofu",
+        description="On-demand image resizing proxy: TOFU-style URLs, originals from S3 or disk, "
+        "rendered with libvips, cached in memory.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the image server",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_serve_options(serve)
+    config = commands.add_parser(
+        "config", help="print the effective configuration (secrets masked) and exit"
+    )
+    _add_serve_options(config)
+    sign = commands.add_parser("sign", help="print PATH with its signature prepended")
+    sign.add_argument("path", help="an unsigned path, e.g. /recipes/1/280x194c/photo.jpg")
+    sign.add_argument("--secret", help="signing secret [env TOFU_SECRET: the first is used]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sign":
+        return _sign(args)
+    try:
+        config = Config.load(vars(args))
+    except ConfigError as exc:
+        print(f"tofu: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        json.dump(config.describe(), sys.stdout, indent=2)
+        print()
+        return 0
+    from tofu.runner import run
+
+    run(config)
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    import os
+
+    secret = args.secret or os.environ.get("TOFU_SECRET", "").split(",")[0].strip()
+    if not secret:
+        print("tofu sign: give --secret KEY or set TOFU_SECRET", file=sys.stderr)
+        return 2
+    if not args.path.startswith("/"):
+        print("tofu sign: PATH must start with /", file=sys.stderr)
+        return 2
+    print(signed_path(args.path, secret))
+    return 0

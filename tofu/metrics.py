@@ -1,0 +1,130 @@
+"""Prometheus metrics of one tofu process, registered on a registry the app owns.
+
+With several worker processes the values live in prometheus-client's multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``) and ``/metrics`` on any worker aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+CACHES = ("result", "original", "not_found")
+PHASES = ("queue", "fetch", "render")
+
+
+def _libvips_tracked_memory() -> Callable[[], int] | None:
+    """libvips' own count of the memory it holds (pyvips does not bind it; ctypes can)."""
+    try:
+        import _libvips  # the compiled module pyvips uses in API mode
+
+        function = ctypes.CDLL(_libvips.__file__).vips_tracked_get_mem
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_size_t
+    return function
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, fds
+        self._vips_memory_now = _libvips_tracked_memory()
+        self.requests = Counter(
+            "tofu_requests", "HTTP requests served", ["status", "cache"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "tofu_request_seconds", "request latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.phase_seconds = Histogram(
+            "tofu_phase_seconds",
+            "time per phase of a cache miss",
+            ["phase"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.origin_fetches = Counter(
+            "tofu_origin_fetches", "originals fetched from the origin", registry=r
+        )
+        self.origin_errors = Counter(
+            "tofu_origin_errors", "failed origin fetches by kind", ["kind"], registry=r
+        )
+        self.renders = Counter("tofu_renders", "renditions rendered", registry=r)
+        self.render_errors = Counter(
+            "tofu_render_errors", "renders refused or failed, by status", ["status"], registry=r
+        )
+        self.cache_hits = Counter("tofu_cache_hits", "cache hits", ["cache"], registry=r)
+        self.cache_misses = Counter("tofu_cache_misses", "cache misses", ["cache"], registry=r)
+        self.cache_evictions = Counter(
+            "tofu_cache_evictions", "cache evictions", ["cache"], registry=r
+        )
+        self.cache_bytes = Gauge(
+            "tofu_cache_bytes",
+            "bytes held by a cache",
+            ["cache"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "tofu_cache_entries",
+            "entries in a cache",
+            ["cache"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "tofu_coalesced",
+            "requests that joined work already under way",
+            ["stage"],
+            registry=r,
+        )
+        self.shed = Counter("tofu_shed", "requests refused by admission control", registry=r)
+        self.renders_in_flight = Gauge(
+            "tofu_renders_in_flight",
+            "renders holding a slot",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.render_queue = Gauge(
+            "tofu_render_queue_length",
+            "requests waiting for a render slot",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.vips_memory = Gauge(
+            "tofu_libvips_memory_bytes",
+            "memory libvips has allocated",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        for cache in CACHES:
+            for counter in (self.cache_hits, self.cache_misses, self.cache_evictions):
+                counter.labels(cache)
+        for phase in PHASES:
+            self.phase_seconds.labels(phase)
+
+    def sample_libvips_memory(self) -> None:
+        if self._vips_memory_now is not None:
+            self.vips_memory.set(self._vips_memory_now())
+
+    def exposition(self) -> bytes:
+        """The text exposition: this process's registry, or every worker's in multiprocess mode."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)
+        return generate_latest(merged)

@@ -1,0 +1,51 @@
+"""Originals from a directory. No key can reach outside the root: not with ``..``, not through
+a symlink that points out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from tofu.errors import NotFound, OriginError, Unprocessable
+from tofu.origins import Original
+
+
+class DiskOrigin:
+    def __init__(self, root: str, *, max_bytes: int) -> None:
+        self._root = os.path.realpath(root)
+        self._max_bytes = max_bytes
+
+    def _resolve(self, key: str) -> str:
+        path = os.path.realpath(os.path.join(self._root, key))
+        if os.path.commonpath([self._root, path]) != self._root or path == self._root:
+            # Reported as missing: whether something exists outside the root is not the
+            # client's business.
+            raise NotFound(f"no original at {key!r}")
+        return path
+
+    def _read(self, key: str) -> Original:
+        path = self._resolve(key)
+        try:
+            with open(path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                if stat.st_size > self._max_bytes:
+                    raise Unprocessable(
+                        f"original is {stat.st_size} bytes, over the {self._max_bytes} limit"
+                    )
+                data = file.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(f"no original at {key!r}") from None
+        except OSError as exc:
+            raise OriginError(f"cannot read the original: {exc.strerror}") from None
+        version = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+        return Original(data, version, stat.st_mtime)
+
+    async def fetch(self, key: str) -> Original:
+        return await asyncio.to_thread(self._read, key)
+
+    async def check(self) -> None:
+        if not await asyncio.to_thread(os.path.isdir, self._root):
+            raise OSError(f"origin root {self._root} is gone")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,170 @@
+"""The rendering steps before encoding. Each takes and returns plain values or a lazy
+``pyvips.Image``; libvips does the work when the encoder pulls pixels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyvips
+
+from tofu.errors import Unprocessable, UnsupportedMediaType
+from tofu.transform import Fit, Gravity, ImageFormat, Size
+
+# libvips loader -> (source family, output format when neither URL nor Accept chooses one).
+# Anything else (SVG, PDF, TIFF, raw matrices, ...) is refused: fewer decoders, less attack surface.
+_LOADERS: dict[str, str] = {
+    "VipsForeignLoadJpegBuffer": "jpeg",
+    "VipsForeignLoadPngBuffer": "png",
+    "VipsForeignLoadWebpBuffer": "webp",
+    "VipsForeignLoadNsgifBuffer": "gif",
+    "VipsForeignLoadHeifBuffer": "heif",
+}
+_MAX_COORD = 10_000_000  # libvips' VIPS_MAX_COORD: "unbounded" for a thumbnail box side
+_WHITE = 255
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    max_source_pixels: int = 50_000_000
+    max_frames: int = 500
+    max_output_side: int = 4096
+    avif_effort: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    body: bytes
+    format: ImageFormat
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What the header says, with width and height as displayed (after EXIF orientation)."""
+
+    loader: str
+    width: int
+    height: int
+    has_alpha: bool
+    has_profile: bool
+
+    @property
+    def family(self) -> ImageFormat:
+        if self.loader == "jpeg":
+            return ImageFormat.JPEG
+        if self.loader == "webp":
+            return ImageFormat.WEBP
+        if self.loader in ("png", "gif") or self.has_alpha:
+            return ImageFormat.PNG
+        return ImageFormat.JPEG
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """Arguments for ``thumbnail`` plus an optional focal crop after it."""
+
+    box_width: int
+    box_height: int
+    crop: str | None  # libvips "interesting": "centre" | "attention"
+    upscale: bool
+    focal: tuple[int, int, int, int] | None  # final width, height, focal x%, focal y%
+
+
+def probe(data: bytes, settings: RenderSettings) -> Source:
+    """Identify the format and check the limits from the header alone (no pixel is decoded)."""
+    found = pyvips.vips_lib.vips_foreign_find_load_buffer(data, len(data))
+    loader = _LOADERS.get(pyvips.ffi.string(found).decode() if found else "")
+    if loader is None:
+        raise UnsupportedMediaType("the original is not a JPEG, PNG, WebP, GIF or AVIF image")
+    try:
+        header = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        width, height = header.width, header.height
+        frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
+        orientation = header.get("orientation") if header.get_typeof("orientation") else 1
+        has_alpha = bool(header.hasalpha())
+        has_profile = bool(header.get_typeof("icc-profile-data")) or (
+            header.interpretation == "cmyk"
+        )
+    except pyvips.Error:
+        raise Unprocessable("cannot read the image header: the original is corrupt") from None
+    if width * height > settings.max_source_pixels:
+        raise Unprocessable(
+            f"source is {width}x{height}, over the {settings.max_source_pixels} pixel limit"
+        )
+    if frames > settings.max_frames:
+        raise Unprocessable(f"source has {frames} frames, over the {settings.max_frames} limit")
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return Source(loader, width, height, has_alpha, has_profile)
+
+
+def plan(source: Source, size: Size, settings: RenderSettings) -> Geometry:
+    """The box to thumbnail into. Never upscales unless the size says ``u``; a COVER box too
+    large for the source shrinks, keeping its aspect ratio, so the crop is still exact."""
+    limit = settings.max_output_side
+    if size.fit is Fit.INSIDE:
+        return Geometry(size.width or limit, size.height or limit, None, size.upscale, None)
+    assert size.width is not None and size.height is not None  # the parser fills both for COVER
+    width, height = size.width, size.height
+    scale = max(width / source.width, height / source.height)
+    if scale > 1 and not size.upscale:
+        width = max(1, round(width / scale))
+        height = max(1, round(height / scale))
+        scale = 1.0
+    if size.gravity is Gravity.FOCAL:
+        assert size.focal is not None
+        # Cover without cropping, then crop around the point ourselves.
+        cover_w = max(width, math.ceil(source.width * scale))
+        cover_h = max(height, math.ceil(source.height * scale))
+        return Geometry(cover_w, cover_h, None, True, (width, height, *size.focal))
+    return Geometry(width, height, size.gravity.value, True, None)
+
+
+def shrink(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
+    """Orient, colour-manage, shrink and (centre/smart) crop in one libvips call.
+
+    ``thumbnail`` decodes with shrink-on-load (JPEG DCT scaling, WebP/AVIF subsampled decode)
+    and resizes with a Lanczos kernel. Tagged sources (ICC profile, CMYK) are converted to sRGB;
+    untagged RGB is sRGB already and skips the transform. ``fail_on=error`` makes truncated and
+    corrupt files fail instead of rendering grey.
+    """
+    options: dict[str, object] = {
+        "height": geometry.box_height,
+        "size": "both" if geometry.upscale else "down",
+        "option_string": "fail_on=error",
+    }
+    if geometry.crop:
+        options["crop"] = geometry.crop
+    if source.has_profile:
+        options["export_profile"] = "srgb"
+    return pyvips.Image.thumbnail_buffer(data, geometry.box_width, **options)
+
+
+def crop_focal(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
+    """Crop to the final box with the focal point as near the centre as the edges allow."""
+    if geometry.focal is None:
+        return image
+    width, height, fx, fy = geometry.focal
+    width, height = min(width, image.width), min(height, image.height)
+    left = round(image.width * fx / 100 - width / 2)
+    top = round(image.height * fy / 100 - height / 2)
+    left = min(max(0, left), image.width - width)
+    top = min(max(0, top), image.height - height)
+    return image.crop(left, top, width, height)
+
+
+def to_8bit(image: pyvips.Image) -> pyvips.Image:
+    """16-bit (and float) images to 8 bits per sample; encoders expect uchar."""
+    if image.format == "uchar":
+        return image
+    colour = image.bands - (1 if image.hasalpha() else 0) >= 3
+    return image.colourspace("srgb" if colour else "b-w").cast("uchar")
+
+
+def flatten(image: pyvips.Image, output: ImageFormat) -> pyvips.Image:
+    """Alpha onto white for formats without alpha; kept otherwise."""
+    if output.has_alpha or not image.hasalpha():
+        return image
+    return image.flatten(background=[_WHITE] * (image.bands - 1))

@@ -1,0 +1,209 @@
+"""The HTTP layer: the app factory, request handlers and the response format.
+
+request -> parse URL (``urls``) -> verify (``signing``) -> cache/origin/render (``service``)
+-> respond (here). Errors are ``TofuError``s; their status comes from the class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+
+from aiohttp import web
+
+from tofu.config import Config
+from tofu.errors import Overloaded, TofuError
+from tofu.metrics import Metrics
+from tofu.negotiate import Negotiator
+from tofu.origins import Origin, open_origin
+from tofu.service import CacheResult, Entry, ImageService
+from tofu.signing import Guard
+from tofu.urls import parse_path
+
+# Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
+_ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
+_CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
+_ORIGIN_RECHECK_SECONDS = 5.0
+
+
+@dataclass
+class RequestLog:
+    """What the access log says about a request beyond method, path, status and bytes."""
+
+    cache: str = "-"
+    key: str = "-"
+    error: str | None = None
+    phases: dict[str, float] | None = None
+
+
+REQUEST_LOG = web.RequestKey("tofu_log", RequestLog)
+
+
+class Health:
+    """Liveness is the process answering; readiness also needs a reachable origin and a node
+    that is not draining. The origin is checked at most every few seconds."""
+
+    def __init__(self, origin: Origin) -> None:
+        self._origin = origin
+        self.draining = False
+        self._checked_at = -_ORIGIN_RECHECK_SECONDS
+        self._origin_error: str | None = None
+
+    async def ready(self) -> str | None:
+        """None when ready, else the reason why not."""
+        if self.draining:
+            return "draining"
+        now = time.monotonic()
+        if now - self._checked_at >= _ORIGIN_RECHECK_SECONDS:
+            self._checked_at = now
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._origin.check()
+                self._origin_error = None
+            except Exception as exc:  # any failure means "not ready", with its name
+                self._origin_error = f"origin unreachable: {type(exc).__name__}"
+        return self._origin_error
+
+
+class Handlers:
+    def __init__(
+        self, config: Config, service: ImageService, metrics: Metrics, health: Health
+    ) -> None:
+        self._service = service
+        self._metrics = metrics
+        self._health = health
+        self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
+        self._negotiator = Negotiator(config.negotiate)
+        self._max_side = config.max_output_side
+        self._cache_control = f"public, max-age={config.max_age}, immutable"
+        self._requests: dict[tuple[int, str], object] = {}
+
+    def _count(self, status: int, cache: str, seconds: float) -> None:
+        inc = self._requests.get((status, cache))
+        if inc is None:
+            inc = self._requests[(status, cache)] = self._metrics.requests.labels(
+                str(status), cache
+            ).inc
+        inc()  # type: ignore[operator]
+        self._metrics.request_seconds.observe(seconds)
+
+    async def image(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        log = RequestLog()
+        request[REQUEST_LOG] = log
+        negotiated = None
+        varies = False
+        try:
+            parsed = parse_path(
+                request.raw_path.partition("?")[0],
+                max_side=self._max_side,
+                expect_signature=self._guard.expects_signatures,
+            )
+            log.key = parsed.transform.key
+            self._guard.check(parsed)
+            if parsed.transform.size.format is None and self._negotiator.preference:
+                varies = True
+                negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
+            entry, result = await self._service.get(parsed.transform, negotiated)
+        except TofuError as exc:
+            log.error = exc.reason
+            self._count(exc.status, log.cache, time.perf_counter() - started)
+            return error_response(exc)
+        log.cache = result.value
+        if result is not CacheResult.HIT:
+            log.phases = entry.phases
+        response = self._respond(request, entry, varies)
+        self._count(response.status, log.cache, time.perf_counter() - started)
+        return response
+
+    def _respond(self, request: web.Request, entry: Entry, varies: bool) -> web.Response:
+        headers = {
+            "Cache-Control": self._cache_control,
+            "ETag": entry.etag,
+        }
+        if entry.last_modified is not None:
+            headers["Last-Modified"] = formatdate(entry.last_modified, usegmt=True)
+        if varies:
+            headers["Vary"] = "Accept"
+        if _not_modified(request, entry):
+            return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = entry.media_type
+        return web.Response(body=entry.body, headers=headers)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problem = await self._health.ready()
+        if problem:
+            return web.Response(
+                status=503, text=problem + "\n", headers={"Cache-Control": "no-store"}
+            )
+        return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.exposition(),
+            headers={
+                "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+def _not_modified(request: web.Request, entry: Entry) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return "*" in tags or entry.etag in tags
+    since = request.headers.get("If-Modified-Since")
+    if since and entry.last_modified is not None:
+        try:
+            return parsedate_to_datetime(since).timestamp() >= int(entry.last_modified)
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def error_response(exc: TofuError) -> web.Response:
+    """The one way errors leave tofu: plain text, the reason on one line."""
+    status = exc.status
+    if status >= 500:
+        cache_control = "no-store"
+    else:
+        cache_control = _ERROR_CACHE_CONTROL.get(status, _CLIENT_ERROR_CACHE_CONTROL)
+    headers = {"Cache-Control": cache_control}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.Response(status=status, text=exc.reason + "\n", headers=headers)
+
+
+HEALTH = web.AppKey("tofu_health", Health)
+SERVICE = web.AppKey("tofu_service", ImageService)
+METRICS = web.AppKey("tofu_metrics", Metrics)
+
+
+def create_app(config: Config, origin: Origin | None = None) -> web.Application:
+    """Build the aiohttp application for ``config``; ``origin`` overrides the configured one."""
+    origin = origin or open_origin(config)
+    metrics = Metrics()
+    service = ImageService(config, origin, metrics)
+    health = Health(origin)
+    handlers = Handlers(config, service, metrics, health)
+
+    app = web.Application()
+    app[HEALTH] = health
+    app[SERVICE] = service
+    app[METRICS] = metrics
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/{path:.*}", handlers.image)
+
+    async def close(app: web.Application) -> None:
+        await service.close()
+
+    app.on_cleanup.append(close)
+    return app

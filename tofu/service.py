@@ -1,0 +1,205 @@
+"""The cache -> origin -> render stage: turns a ``Transform`` into a cached ``Entry``.
+
+Hits are answered from memory on the event loop. Misses are coalesced (one fetch per original,
+one render per rendition), admitted through a bounded number of render slots with a bounded
+queue (beyond it: 503), and rendered in a thread pool so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cachetools import LRUCache, TTLCache
+
+from tofu.cache import BytesLRU, SingleFlight
+from tofu.config import Config
+from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
+from tofu.metrics import Metrics
+from tofu.origins import Origin, Original
+from tofu.render import RenderSettings, render
+from tofu.transform import ImageFormat, Transform
+
+_ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
+_VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
+
+
+class CacheResult(enum.Enum):
+    HIT = "hit"
+    MISS = "miss"
+    COALESCED = "coalesced"  # a miss that joined a render already under way
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A rendered response body and what HTTP needs to say about it."""
+
+    body: bytes
+    media_type: str
+    etag: str
+    version: str  # of the original it was rendered from
+    last_modified: float | None
+    phases: dict[str, float]  # seconds spent producing it: queue, fetch, render
+
+
+class ImageService:
+    def __init__(self, config: Config, origin: Origin, metrics: Metrics) -> None:
+        self._origin = origin
+        self._metrics = metrics
+        self._settings = RenderSettings(
+            max_source_pixels=config.max_source_pixels,
+            max_frames=config.max_frames,
+            max_output_side=config.max_output_side,
+            avif_effort=config.avif_effort,
+        )
+        self._timeout = config.request_timeout
+        self._pool = ThreadPoolExecutor(config.render_threads, thread_name_prefix="render")
+        self._slots = asyncio.Semaphore(config.max_renders)
+        self._max_queue = config.max_queue
+        self._queued = 0
+
+        self._results: BytesLRU[tuple[Transform, ImageFormat | None], Entry] = BytesLRU(
+            config.cache_size,
+            lambda e: len(e.body) + _ENTRY_OVERHEAD,
+            max_item_fraction=config.cache_item_max,
+            on_evict=metrics.cache_evictions.labels("result").inc,
+        )
+        self._originals: BytesLRU[str, Original] = BytesLRU(
+            config.originals_cache_size,
+            lambda o: len(o.data) + _ENTRY_OVERHEAD,
+            max_item_fraction=config.cache_item_max,
+            on_evict=metrics.cache_evictions.labels("original").inc,
+        )
+        self._not_found: TTLCache[str, bool] | None = (
+            TTLCache(maxsize=100_000, ttl=config.not_found_ttl) if config.not_found_ttl else None
+        )
+        # Latest version seen per origin key: a rendition made from an older version is stale.
+        self._versions: LRUCache[str, str] = LRUCache(maxsize=_VERSIONS_KEPT)
+        self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
+        self._fetches: SingleFlight[str, Original] = SingleFlight()
+
+        m = metrics
+        self._hit = {c: m.cache_hits.labels(c).inc for c in ("result", "original", "not_found")}
+        self._miss = {c: m.cache_misses.labels(c).inc for c in ("result", "original")}
+        self._phase = {p: m.phase_seconds.labels(p).observe for p in ("queue", "fetch", "render")}
+
+    async def get(
+        self, transform: Transform, negotiated: ImageFormat | None
+    ) -> tuple[Entry, CacheResult]:
+        key = (transform, negotiated)
+        entry = self._results.get(key)
+        if entry is not None and self._versions.get(transform.key, entry.version) == entry.version:
+            self._hit["result"]()
+            return entry, CacheResult.HIT
+        self._miss["result"]()
+        entry, joined = await self._renders.run(key, lambda: self._produce(transform, negotiated))
+        if joined:
+            self._metrics.coalesced.labels("render").inc()
+        return entry, CacheResult.COALESCED if joined else CacheResult.MISS
+
+    async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
+        if self._not_found is not None and transform.key in self._not_found:
+            self._hit["not_found"]()
+            raise NotFound(f"no original at {transform.key!r}")
+        if self._queued >= self._max_queue and self._slots.locked():
+            self._metrics.shed.inc()
+            raise Overloaded("too many renders in progress, retry shortly")
+        started = time.perf_counter()
+        self._queued += 1
+        self._metrics.render_queue.inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+            self._metrics.render_queue.dec()
+        phases = {"queue": time.perf_counter() - started}
+        self._phase["queue"](phases["queue"])
+        self._metrics.renders_in_flight.inc()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._fetch_and_render(transform, negotiated, phases)
+        except TimeoutError:
+            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
+        finally:
+            self._slots.release()
+            self._metrics.renders_in_flight.dec()
+
+    async def _fetch_and_render(
+        self, transform: Transform, negotiated: ImageFormat | None, phases: dict[str, float]
+    ) -> Entry:
+        started = time.perf_counter()
+        original = await self._original(transform.key)
+        phases["fetch"] = time.perf_counter() - started
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            rendition = await loop.run_in_executor(
+                self._pool, render, original.data, transform.size, self._settings, negotiated
+            )
+        except TofuError as exc:
+            self._metrics.render_errors.labels(str(exc.status)).inc()
+            raise
+        finally:
+            phases["render"] = time.perf_counter() - started
+            self._phase["render"](phases["render"])
+            self._metrics.sample_libvips_memory()
+        self._metrics.renders.inc()
+        entry = Entry(
+            body=rendition.body,
+            media_type=rendition.format.media_type,
+            etag='"' + hashlib.blake2b(rendition.body, digest_size=16).hexdigest() + '"',
+            version=original.version,
+            last_modified=original.last_modified,
+            phases=phases,
+        )
+        self._results.put((transform, negotiated), entry)
+        self._metrics.cache_bytes.labels("result").set(self._results.bytes)
+        self._metrics.cache_entries.labels("result").set(len(self._results))
+        return entry
+
+    async def _original(self, key: str) -> Original:
+        original = self._originals.get(key)
+        if original is not None:
+            self._hit["original"]()
+            return original
+        self._miss["original"]()
+        original, joined = await self._fetches.run(key, lambda: self._fetch(key))
+        if joined:
+            self._metrics.coalesced.labels("fetch").inc()
+        return original
+
+    async def _fetch(self, key: str) -> Original:
+        started = time.perf_counter()
+        self._metrics.origin_fetches.inc()
+        try:
+            original = await self._origin.fetch(key)
+        except NotFound:
+            self._metrics.origin_errors.labels("not_found").inc()
+            if self._not_found is not None:
+                self._not_found[key] = True
+            raise
+        except OriginTimeout:
+            self._metrics.origin_errors.labels("timeout").inc()
+            raise
+        except OriginError:
+            self._metrics.origin_errors.labels("error").inc()
+            raise
+        finally:
+            self._phase["fetch"](time.perf_counter() - started)
+        self._versions[key] = original.version
+        self._originals.put(key, original)
+        self._metrics.cache_bytes.labels("original").set(self._originals.bytes)
+        self._metrics.cache_entries.labels("original").set(len(self._originals))
+        return original
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def close(self) -> None:
+        await self._origin.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

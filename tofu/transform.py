@@ -1,0 +1,64 @@
+"""The canonical description of one rendition: what to fetch and what to make of it.
+
+A ``Transform`` is immutable and hashable; it is produced only by ``tofu.urls`` and is the cache
+key (together with the negotiated output format and the original's version).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Fit(enum.Enum):
+    """How the output box is filled."""
+
+    INSIDE = "inside"  # scale to fit inside width x height (either may be open), aspect kept
+    COVER = "cover"  # scale to cover width x height exactly, then crop the overflow
+
+
+class Gravity(enum.Enum):
+    """Which part of the image a COVER crop keeps."""
+
+    CENTRE = "centre"
+    ATTENTION = "attention"  # libvips smart crop: the most interesting region
+    FOCAL = "focal"  # keep a given focal point as close to the centre as possible
+
+
+class ImageFormat(enum.Enum):
+    """Output formats tofu encodes."""
+
+    JPEG = "jpeg"
+    PNG = "png"
+    WEBP = "webp"
+    AVIF = "avif"
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+    @property
+    def has_alpha(self) -> bool:
+        return self is not ImageFormat.JPEG
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """The size token of a URL, parsed and canonicalised (DPR already folded into the box)."""
+
+    width: int | None
+    height: int | None
+    fit: Fit = Fit.INSIDE
+    gravity: Gravity = Gravity.CENTRE
+    focal: tuple[int, int] | None = None  # percent of width, height; only with Gravity.FOCAL
+    quality: int | None = None  # None: the output format's default
+    format: ImageFormat | None = None  # None: negotiated, or the source's family
+    upscale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """One rendition: the original's key at the origin and the size to render it at."""
+
+    key: str
+    size: Size

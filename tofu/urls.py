@@ -1,0 +1,160 @@
+"""The URL grammar: the one parser from a request path to a canonical ``Transform``.
+
+    /[{signature}/]{prefix...}/{size}/{name}   renders the original at key {prefix...}/{name}
+
+The size token (TOFU style, compatible with Cookpad's CDN tokens)::
+
+    size   := dims [mode] {option}
+    dims   := W | "x" H | W "x" H
+    mode   := "s"                 fit inside the box (W alone means a W x W box)
+            | "c"                 cover the box and crop it, centred
+            | "a"                 cover and crop around the most interesting region (smart crop)
+            | "f" X "-" Y         cover and crop around a focal point, X and Y in percent
+    option := "q" N               output quality 1-100
+            | "u"                 allow upscaling (never done otherwise)
+            | "@" D "x"           device pixel ratio 1-4 (e.g. @2x, @1.5x)
+            | "." FORMAT          jpeg | jpg | png | webp | avif
+
+Without a mode, ``W`` alone sets the width (height follows the aspect ratio) and ``WxH`` fits inside
+the box. The query string never affects the output (apps add cache busters), so it is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from tofu.errors import BadRequest
+from tofu.transform import Fit, Gravity, ImageFormat, Size, Transform
+
+# HMAC-SHA256 in unpadded URL-safe base64.
+SIGNATURE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+_DIMS_MODE_RE = re.compile(
+    r"(?P<w>[0-9]{1,6})?(?:x(?P<h>[0-9]{1,6}))?"
+    r"(?P<mode>s|c|a|f(?P<fx>[0-9]{1,3})-(?P<fy>[0-9]{1,3}))?"
+)
+_OPTION_RE = re.compile(
+    r"q(?P<q>[0-9]{1,3})|(?P<u>u)|@(?P<dpr>[0-9](?:\.[0-9]{1,2})?)x|\.(?P<fmt>[a-z0-9]{1,5})"
+)
+_FORMATS = {
+    "jpeg": ImageFormat.JPEG,
+    "jpg": ImageFormat.JPEG,
+    "png": ImageFormat.PNG,
+    "webp": ImageFormat.WEBP,
+    "avif": ImageFormat.AVIF,
+}
+_MODES = {"s": Fit.INSIDE, "c": Fit.COVER, "a": Fit.COVER, "f": Fit.COVER}
+_GRAVITIES = {"c": Gravity.CENTRE, "a": Gravity.ATTENTION, "f": Gravity.FOCAL}
+MAX_DPR = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPath:
+    """A request path split into what signing needs and what rendering needs."""
+
+    signature: str | None  # the signature segment, when the URL carries one
+    signed_path: str  # the raw path the signature covers: everything after the signature
+    transform: Transform
+
+
+def parse_size(token: str, max_side: int) -> Size:
+    """Parse one size token; ``BadRequest`` with the reason when it is not valid."""
+    head = _DIMS_MODE_RE.match(token)
+    assert head is not None  # every part of the pattern is optional
+    width = int(head["w"]) if head["w"] else None
+    height = int(head["h"]) if head["h"] else None
+    if width is None and height is None:
+        raise BadRequest(f"size token {token!r} has no width or height")
+    if width == 0 or height == 0:
+        raise BadRequest(f"size token {token!r}: width and height must be at least 1")
+    mode = (head["mode"] or "")[:1]
+    fit = _MODES.get(mode, Fit.INSIDE)
+    gravity = _GRAVITIES.get(mode, Gravity.CENTRE)
+    focal = None
+    if mode == "f":
+        focal = (int(head["fx"]), int(head["fy"]))
+        if focal[0] > 100 or focal[1] > 100:
+            raise BadRequest(f"size token {token!r}: focal point must be within 0-100 percent")
+    if mode in ("s", "c", "a", "f") and (width is None or height is None):
+        width = height = width or height  # "650s", "40c": a square box
+
+    quality = dpr = fmt = None
+    upscale = False
+    pos = head.end()
+    while pos < len(token):
+        opt = _OPTION_RE.match(token, pos)
+        if opt is None:
+            raise BadRequest(f"size token {token!r}: cannot parse {token[pos:]!r}")
+        if opt["q"] is not None:
+            if quality is not None:
+                raise BadRequest(f"size token {token!r}: quality given twice")
+            quality = int(opt["q"])
+            if not 1 <= quality <= 100:
+                raise BadRequest(f"size token {token!r}: quality must be 1-100")
+        elif opt["u"] is not None:
+            upscale = True
+        elif opt["dpr"] is not None:
+            if dpr is not None:
+                raise BadRequest(f"size token {token!r}: DPR given twice")
+            dpr = float(opt["dpr"])
+            if not 1.0 <= dpr <= MAX_DPR:
+                raise BadRequest(f"size token {token!r}: DPR must be 1-{MAX_DPR:g}")
+        else:
+            if fmt is not None:
+                raise BadRequest(f"size token {token!r}: format given twice")
+            fmt = _FORMATS.get(opt["fmt"])
+            if fmt is None:
+                raise BadRequest(f"size token {token!r}: unknown format {opt['fmt']!r}")
+        pos = opt.end()
+
+    if dpr is not None:
+        width = round(width * dpr) if width is not None else None
+        height = round(height * dpr) if height is not None else None
+    if max(width or 0, height or 0) > max_side:
+        raise BadRequest(f"size token {token!r}: larger than the {max_side} px limit")
+    return Size(
+        width=width,
+        height=height,
+        fit=fit,
+        gravity=gravity,
+        focal=focal,
+        quality=quality,
+        format=fmt,
+        upscale=upscale,
+    )
+
+
+def _decode_segment(raw: str) -> str:
+    try:
+        segment = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("path is not valid percent-encoded UTF-8") from None
+    if segment in ("", ".", "..") or any(c in segment for c in "/\\\x00"):
+        raise BadRequest("path has an empty, dot or encoded-separator segment")
+    return segment
+
+
+def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> ParsedPath:
+    """Parse a raw (still percent-encoded) request path, without its query string."""
+    if not raw_path.startswith("/"):
+        raise BadRequest("path must start with /")
+    segments = raw_path[1:].split("/")
+    signature = None
+    if expect_signature and len(segments) >= 3 and SIGNATURE_RE.fullmatch(segments[0]):
+        signature = segments.pop(0)
+    if len(segments) < 2:
+        raise BadRequest("expected /{prefix...}/{size}/{name}")
+    *prefix, token, name = segments
+    key = "/".join(_decode_segment(s) for s in [*prefix, name])
+    size = parse_size(_decode_segment(token), max_side)
+    signed_path = "/" + "/".join(segments)
+    return ParsedPath(signature, signed_path, Transform(key, size))
+
+
+def build_path(key: str, size_token: str) -> str:
+    """The unsigned path for ``key`` at ``size_token``: ``/{prefix...}/{size}/{name}``."""
+    segments = key.strip("/").split("/")
+    *prefix, name = segments
+    return "/" + "/".join(quote(s, safe="") for s in [*prefix, size_token, name])
