@@ -110,7 +110,7 @@ def _format(text: str) -> ImageFormat | None:
     try:
         return ImageFormat(text.lower())
     except ValueError:
-        raise ValueError(f"{text!r} is not one of webp, avif") from None
+        raise ValueError(f"{text!r} is not one of avif, webp, jpeg, png, none") from None
 
 
 def _cores() -> int:
@@ -253,6 +253,7 @@ class Config:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         errors: list[str] = []
+        invalid: set[str] = set()  # given but not valid: already reported, once
         for setting in SETTINGS:
             raw = flags.get(setting.name)
             source = setting.flag
@@ -276,19 +277,20 @@ class Config:
                     values[setting.name] = setting.parse(raw)
             except ValueError as exc:
                 errors.append(f"{source}: {exc}")
+                invalid.add(setting.name)
         # Workers share the cores: by default each gets its share of render threads and slots.
         share = max(1, _cores() // values.get("workers", _cores()))
         for name in ("render_threads", "max_renders"):
             values.setdefault(name, share)
         config = cls(**values)
-        errors.extend(config._problems(set(values)))
+        errors.extend(config._problems(set(values) | invalid))
         if errors:
             raise ConfigError("\n".join(errors))
         return config
 
     def _problems(self, given: set[str]) -> list[str]:
         problems = []
-        if not self.origin:
+        if not self.origin and "origin" not in given:
             problems.append("--origin is required (a directory or s3://BUCKET[/PREFIX])")
         if not self.secret and not self.sizes and not self.dev:
             problems.append(
@@ -300,6 +302,8 @@ class Config:
                 parse_size(token, self.max_output_side)
             except BadRequest as exc:
                 problems.append(f"--sizes: {exc.reason}")
+        if not 0 <= self.port <= 65535:
+            problems.append("--port must be 0-65535")
         if not 0 < self.cache_item_max <= 1:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import time
 
@@ -29,9 +30,10 @@ _RESPAWN_PAUSE = 1.0
 
 async def _serve(config: Config) -> None:
     app = create_app(config)
+    access_log = logs.AccessLogSink(sys.stdout)
     runner = web.AppRunner(
         app,
-        access_log_class=logs.access_logger_class(config.log_format),
+        access_log_class=logs.access_logger_class(config.log_format, access_log),
         shutdown_timeout=config.shutdown_timeout,
     )
     await runner.setup()
@@ -51,6 +53,7 @@ async def _serve(config: Config) -> None:
     log.info("draining for %gs before closing", config.drain_seconds)
     await asyncio.sleep(config.drain_seconds)
     await runner.cleanup()
+    access_log.flush()
     log.info("stopped")
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError
@@ -20,15 +21,16 @@ from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
 from tofu.service import CacheResult, Entry, ImageService
 from tofu.signing import Guard
-from tofu.urls import parse_path
+from tofu.urls import ParsedPath, parse_path
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
 _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
 _CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
 _ORIGIN_RECHECK_SECONDS = 5.0
+_VERIFIED_PATHS = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestLog:
     """What the access log says about a request beyond method, path, status and bytes."""
 
@@ -79,6 +81,8 @@ class Handlers:
         self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], object] = {}
+        # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC.
+        self._verified: LRUCache[str, ParsedPath] = LRUCache(maxsize=_VERIFIED_PATHS)
 
     def _count(self, status: int, cache: str, seconds: float) -> None:
         inc = self._requests.get((status, cache))
@@ -96,13 +100,18 @@ class Handlers:
         negotiated = None
         varies = False
         try:
-            parsed = parse_path(
-                request.raw_path.partition("?")[0],
-                max_side=self._max_side,
-                expect_signature=self._guard.expects_signatures,
-            )
+            raw_path = request.raw_path.partition("?")[0]
+            parsed = self._verified.get(raw_path)
+            if parsed is None:
+                parsed = parse_path(
+                    raw_path,
+                    max_side=self._max_side,
+                    expect_signature=self._guard.expects_signatures,
+                )
+                log.key = parsed.transform.key
+                self._guard.check(parsed)
+                self._verified[raw_path] = parsed
             log.key = parsed.transform.key
-            self._guard.check(parsed)
             if parsed.transform.size.format is None and self._negotiator.preference:
                 varies = True
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
@@ -123,8 +132,8 @@ class Handlers:
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
         }
-        if entry.last_modified is not None:
-            headers["Last-Modified"] = formatdate(entry.last_modified, usegmt=True)
+        if entry.last_modified_http is not None:
+            headers["Last-Modified"] = entry.last_modified_http
         if varies:
             headers["Vary"] = "Accept"
         if _not_modified(request, entry):
@@ -159,6 +168,8 @@ def _not_modified(request: web.Request, entry: Entry) -> bool:
         tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
         return "*" in tags or entry.etag in tags
     since = request.headers.get("If-Modified-Since")
+    if since and since == entry.last_modified_http:
+        return True
     if since and entry.last_modified is not None:
         try:
             return parsedate_to_datetime(since).timestamp() >= int(entry.last_modified)

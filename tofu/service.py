@@ -13,6 +13,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from cachetools import LRUCache, TTLCache
 
@@ -42,7 +43,8 @@ class Entry:
     media_type: str
     etag: str
     version: str  # of the original it was rendered from
-    last_modified: float | None
+    last_modified: float | None  # POSIX time of the original
+    last_modified_http: str | None  # the same as an HTTP date, formatted once
     phases: dict[str, float]  # seconds spent producing it: queue, fetch, render
 
 
@@ -154,6 +156,11 @@ class ImageService:
             etag='"' + hashlib.blake2b(rendition.body, digest_size=16).hexdigest() + '"',
             version=original.version,
             last_modified=original.last_modified,
+            last_modified_http=(
+                formatdate(original.last_modified, usegmt=True)
+                if original.last_modified is not None
+                else None
+            ),
             phases=phases,
         )
         self._results.put((transform, negotiated), entry)

@@ -54,10 +54,12 @@ class Guard:
     def check(self, parsed: ParsedPath) -> None:
         if parsed.signature is not None:
             message = parsed.signed_path.encode()
+            # Compare the encodings, not the decoded bytes: base64 decoding ignores the unused
+            # low bits of the last character, so several strings would pass for one signature.
+            given = parsed.signature.encode()
             for key in self._keys:
-                expected = hmac.new(key, message, hashlib.sha256).digest()
-                given = base64.urlsafe_b64decode(parsed.signature + "=")
-                if hmac.compare_digest(expected, given):
+                digest = hmac.new(key, message, hashlib.sha256).digest()
+                if hmac.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"="), given):
                     return
             raise Forbidden("invalid signature")
         if self._open or parsed.transform.size in self._allowed:

@@ -36,7 +36,9 @@ _DIMS_MODE_RE = re.compile(
     r"(?P<mode>s|c|a|f(?P<fx>[0-9]{1,3})-(?P<fy>[0-9]{1,3}))?"
 )
 _OPTION_RE = re.compile(
-    r"q(?P<q>[0-9]{1,3})|(?P<u>u)|@(?P<dpr>[0-9](?:\.[0-9]{1,2})?)x|\.(?P<fmt>[a-z0-9]{1,5})"
+    r"q(?P<q>[0-9]{1,3})|(?P<u>u)|@(?P<dpr>[0-9](?:\.[0-9]{1,2})?)x"
+    # Known formats first, so that options may follow one (".webpq60"); else the unknown name.
+    r"|\.(?P<fmt>jpeg|jpg|png|webp|avif|[a-z0-9]{1,5})"
 )
 _FORMATS = {
     "jpeg": ImageFormat.JPEG,
@@ -94,6 +96,8 @@ def parse_size(token: str, max_side: int) -> Size:
             if not 1 <= quality <= 100:
                 raise BadRequest(f"size token {token!r}: quality must be 1-100")
         elif opt["u"] is not None:
+            if upscale:
+                raise BadRequest(f"size token {token!r}: upscale given twice")
             upscale = True
         elif opt["dpr"] is not None:
             if dpr is not None:

@@ -4,6 +4,7 @@ a symlink that points out."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 from tofu.errors import NotFound, OriginError, Unprocessable
@@ -16,6 +17,8 @@ class DiskOrigin:
         self._max_bytes = max_bytes
 
     def _resolve(self, key: str) -> str:
+        if "\x00" in key:  # no file name has one; os calls would raise ValueError
+            raise NotFound(f"no original at {key!r}")
         path = os.path.realpath(os.path.join(self._root, key))
         if os.path.commonpath([self._root, path]) != self._root or path == self._root:
             # Reported as missing: whether something exists outside the root is not the
@@ -36,6 +39,8 @@ class DiskOrigin:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(f"no original at {key!r}") from None
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # the client's key, not the origin, is at fault
+                raise NotFound(f"no original at {key!r}") from None
             raise OriginError(f"cannot read the original: {exc.strerror}") from None
         version = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
         return Original(data, version, stat.st_mtime)
