@@ -143,10 +143,14 @@ SETTINGS: tuple[Setting, ...] = (
         "worker processes sharing the port (default: the number of cores)",
         _positive(int),
     ),
-    Setting("render_threads", "libvips render threads per worker", _positive(int)),
+    Setting(
+        "render_threads",
+        "libvips render threads per worker (default: cores / workers)",
+        _positive(int),
+    ),
     Setting(
         "max_renders",
-        "renders admitted at once per worker (more wait in the queue)",
+        "renders admitted at once per worker; more wait in the queue (default: cores / workers)",
         _positive(int),
     ),
     Setting(

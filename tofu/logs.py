@@ -28,7 +28,7 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
             {
-                "ts": self.formatTime(record),
+                "ts": round(record.created, 3),
                 "level": record.levelname.lower(),
                 "logger": record.name,
                 "msg": record.getMessage(),

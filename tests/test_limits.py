@@ -1,0 +1,110 @@
+"""Admission control, deadlines and source limits over HTTP; several workers on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pyvips
+
+from tests.support.servers import SAMPLES
+from tests.test_cache import CountingOrigin, metric
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG of ``width`` x ``height`` grey pixels that is tiny on disk (all zeros)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # filter byte + one byte per pixel
+    idat = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+async def test_overload_sheds_with_503_and_retry_after(make_client, tmp_path):
+    origin = CountingOrigin(SAMPLES, delay=0.5)
+    client = await make_client(origin, origin=str(SAMPLES), dev=True, max_renders=1, max_queue=1)
+    urls = [f"/recipes/1203423/{width}/5366e857.jpg" for width in range(100, 110)]
+    responses = await asyncio.gather(*(client.get(url) for url in urls))
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(200) == 2  # one rendering, one queued
+    assert statuses.count(503) == 8
+    shed = next(r for r in responses if r.status == 503)
+    assert shed.headers["Retry-After"] == "1"
+    assert shed.headers["Cache-Control"] == "no-store"
+    text = await (await client.get("/metrics")).text()
+    assert metric(text, "tofu_shed_total") == 8
+    # Not stuck afterwards: the next request renders.
+    assert (await client.get("/recipes/1203423/120/5366e857.jpg")).status == 200
+
+
+async def test_cache_hits_are_served_while_renders_are_saturated(make_client):
+    origin = CountingOrigin(SAMPLES, delay=0.0)
+    client = await make_client(
+        origin, origin=str(SAMPLES), dev=True, max_renders=1, max_queue=0, originals_cache_size=0
+    )
+    hot = "/recipes/1203423/280x194c/5366e857.jpg"
+    assert (await client.get(hot)).status == 200
+    origin.delay = 1.0
+    slow = asyncio.create_task(client.get("/recipes/1203423/300/5366e857.jpg"))
+    await asyncio.sleep(0.2)
+    assert (await client.get("/recipes/1203423/301/5366e857.jpg")).status == 503
+    assert (await client.get(hot)).status == 200  # the hit path is never shed
+    assert (await slow).status == 200
+
+
+async def test_request_deadline_gives_504(make_client):
+    origin = CountingOrigin(SAMPLES, delay=3.0)
+    client = await make_client(origin, origin=str(SAMPLES), dev=True, request_timeout=0.3)
+    response = await client.get("/recipes/1203423/280/5366e857.jpg")
+    assert response.status == 504
+    assert "0.3" in await response.text()
+
+
+async def test_png_bomb_is_refused_from_its_header(make_client, tmp_path: Path):
+    bomb = png_bomb(30000, 30000)
+    assert len(bomb) < 100_000
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bomb.png").write_bytes(bomb)
+    client = await make_client(origin=str(tmp_path), dev=True)
+    response = await client.get("/b/280/bomb.png")
+    assert response.status == 422
+    assert "30000x30000" in await response.text()
+    text = await (await client.get("/metrics")).text()
+    # libvips never allocated the 900 MP image (it would need ~900 MB).
+    assert metric(text, "process_resident_memory_bytes") < 500e6
+
+
+async def test_oversized_original_is_refused(make_client, tmp_path: Path):
+    (tmp_path / "b").mkdir()
+    pyvips.Image.black(64, 64).jpegsave(str(tmp_path / "b" / "small.jpg"))
+    client = await make_client(origin=str(tmp_path), dev=True, max_source_bytes=100)
+    response = await client.get("/b/32/small.jpg")
+    assert response.status == 422
+    assert "limit" in await response.text()
+
+
+def test_workers_share_one_port_and_metrics_cover_all(tofu_process):
+    tofu = tofu_process(["--origin", str(SAMPLES), "--dev", "--workers", "2"])
+    for width in range(100, 140):
+        with urllib.request.urlopen(f"{tofu.url}/recipes/1203423/{width}/5366e857.jpg") as r:
+            assert r.status == 200
+    with urllib.request.urlopen(f"{tofu.url}/metrics") as r:
+        text = r.read().decode()
+    # Each worker renders what it receives; /metrics on any worker sums both.
+    assert metric(text, "tofu_renders_total") == 40
+    assert metric(text, "tofu_requests_total", 'cache="miss",status="200"') == 40
+    assert tofu.stop() == 0
