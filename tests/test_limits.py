@@ -98,7 +98,9 @@ async def test_oversized_original_is_refused(make_client, tmp_path: Path):
 
 
 def test_workers_share_one_port_and_metrics_cover_all(tofu_process):
-    tofu = tofu_process(["--origin", str(SAMPLES), "--dev", "--workers", "2"])
+    tofu = tofu_process(
+        ["--origin", str(SAMPLES), "--dev", "--workers", "2", "--drain-seconds", "0"]
+    )
     for width in range(100, 140):
         with urllib.request.urlopen(f"{tofu.url}/recipes/1203423/{width}/5366e857.jpg") as r:
             assert r.status == 200
