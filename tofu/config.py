@@ -154,7 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
         _positive(int),
     ),
     Setting(
-        "max_queue", "requests allowed to wait for a render slot; beyond: 503", _non_negative(int)
+        "max_queue",
+        "misses allowed beyond the render slots (fetching or waiting); beyond: 503",
+        _non_negative(int),
     ),
     Setting(
         "request_timeout", "deadline in seconds for fetch + render of one request", _positive(float)

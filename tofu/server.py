@@ -216,5 +216,14 @@ def create_app(config: Config, origin: Origin | None = None) -> web.Application:
     async def close(app: web.Application) -> None:
         await service.close()
 
+    async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+        # While draining, end each keep-alive connection after its response: balancers then
+        # connect anew (refused once the node stops) instead of reusing an idle connection
+        # that the shutdown closes under a request already sent on it.
+        if health.draining:
+            response.force_close()
+            response.headers["Connection"] = "close"
+
+    app.on_response_prepare.append(close_when_draining)
     app.on_cleanup.append(close)
     return app

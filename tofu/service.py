@@ -61,8 +61,8 @@ class ImageService:
         self._timeout = config.request_timeout
         self._pool = ThreadPoolExecutor(config.render_threads, thread_name_prefix="render")
         self._slots = asyncio.Semaphore(config.max_renders)
-        self._max_queue = config.max_queue
-        self._queued = 0
+        self._max_in_progress = config.max_renders + config.max_queue
+        self._in_progress = 0
 
         self._results: BytesLRU[tuple[Transform, ImageFormat | None], Entry] = BytesLRU(
             config.cache_size,
@@ -107,35 +107,41 @@ class ImageService:
         if self._not_found is not None and transform.key in self._not_found:
             self._hit["not_found"]()
             raise NotFound(f"no original at {transform.key!r}")
-        if self._queued >= self._max_queue and self._slots.locked():
+        # Admission: misses under way (fetching, waiting for a slot or rendering) are bounded;
+        # beyond the bound, shed at once rather than pile up memory and latency.
+        if self._in_progress >= self._max_in_progress:
             self._metrics.shed.inc()
             raise Overloaded("too many renders in progress, retry shortly")
+        self._in_progress += 1
+        phases: dict[str, float] = {}
+        try:
+            async with asyncio.timeout(self._timeout):
+                started = time.perf_counter()
+                # No render slot is held while fetching: a slow origin must not idle the CPU.
+                original = await self._original(transform.key)
+                phases["fetch"] = time.perf_counter() - started
+                return await self._render_in_slot(transform, negotiated, original, phases)
+        except TimeoutError:
+            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
+        finally:
+            self._in_progress -= 1
+
+    async def _render_in_slot(
+        self,
+        transform: Transform,
+        negotiated: ImageFormat | None,
+        original: Original,
+        phases: dict[str, float],
+    ) -> Entry:
         started = time.perf_counter()
-        self._queued += 1
         self._metrics.render_queue.inc()
         try:
             await self._slots.acquire()
         finally:
-            self._queued -= 1
             self._metrics.render_queue.dec()
-        phases = {"queue": time.perf_counter() - started}
+        phases["queue"] = time.perf_counter() - started
         self._phase["queue"](phases["queue"])
         self._metrics.renders_in_flight.inc()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._fetch_and_render(transform, negotiated, phases)
-        except TimeoutError:
-            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
-        finally:
-            self._slots.release()
-            self._metrics.renders_in_flight.dec()
-
-    async def _fetch_and_render(
-        self, transform: Transform, negotiated: ImageFormat | None, phases: dict[str, float]
-    ) -> Entry:
-        started = time.perf_counter()
-        original = await self._original(transform.key)
-        phases["fetch"] = time.perf_counter() - started
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
@@ -146,6 +152,8 @@ class ImageService:
             self._metrics.render_errors.labels(str(exc.status)).inc()
             raise
         finally:
+            self._slots.release()
+            self._metrics.renders_in_flight.dec()
             phases["render"] = time.perf_counter() - started
             self._phase["render"](phases["render"])
             self._metrics.sample_libvips_memory()
@@ -202,10 +210,6 @@ class ImageService:
         self._metrics.cache_bytes.labels("original").set(self._originals.bytes)
         self._metrics.cache_entries.labels("original").set(len(self._originals))
         return original
-
-    @property
-    def queued(self) -> int:
-        return self._queued
 
     async def close(self) -> None:
         await self._origin.close()

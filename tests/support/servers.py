@@ -39,10 +39,9 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None 
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        with suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status < 300:
-                    return
+        with suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status < 300:
+                return
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
@@ -80,18 +79,34 @@ class TofuProcess:
 
 
 def start_tofu(
-    args: list[str], tmp_path: Path, env: dict[str, str] | None = None, port: int | None = None,
+    args: list[str],
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
     wait: bool = True,
 ) -> TofuProcess:
     """``tofu serve`` as a real process in its own process group."""
     port = port or free_port()
     log_path = tmp_path / f"tofu-{port}.log"
-    full = [sys.executable, "-m", "tofu", "serve", "--host", "127.0.0.1", "--port", str(port),
-            *args]
+    full = [
+        sys.executable,
+        "-m",
+        "tofu",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
-            full, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            full,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     tofu = TofuProcess(process, port, log_path, full)
     if wait:
