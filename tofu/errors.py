@@ -11,8 +11,12 @@ class TofuError(Exception):
     """Base class: a request failed for a reason the client may read."""
 
     status: int = 500
+    MAX_REASON = 300  # reasons quote keys and tokens from the URL: keep them one short line
 
     def __init__(self, reason: str) -> None:
+        reason = reason.replace("\n", " ")
+        if len(reason) > self.MAX_REASON:
+            reason = reason[: self.MAX_REASON - 3] + "..."
         super().__init__(reason)
         self.reason = reason
 

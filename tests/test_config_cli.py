@@ -1,0 +1,285 @@
+"""Configuration from flags and ``TOFU_*`` variables, and the ``tofu`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tofu.cli import main
+from tofu.config import SETTINGS, Config, ConfigError, parse_bytes
+from tofu.transform import ImageFormat
+
+from .support.servers import ROOT, SAMPLES, free_port
+
+SERVE_OPTIONS = [s.flag for s in SETTINGS]
+ENV_NAMES = [s.env for s in SETTINGS]
+
+
+@pytest.fixture(autouse=True)
+def no_tofu_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' own environment must not leak into configuration."""
+    for name in list(os.environ):
+        if name.startswith("TOFU_"):
+            monkeypatch.delenv(name)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOFU_")}
+    return {**env, **extra}
+
+
+def help_text(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_names_the_commands_and_the_grammar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_text([], capsys)
+    grammar = ["280", "x200", "650s", "894x1461s", "280x194c", "280x194a", "280x194f30-60"]
+    grammar += ["q60", "u (allow upscaling)", "@2x", ".webp", ".avif", ".png", ".jpeg"]
+    missing = [word for word in ["serve", "sign", "config", "TOFU_", *grammar] if word not in text]
+    assert not missing
+
+
+@pytest.mark.parametrize("command", ["serve", "config"])
+def test_command_help_mentions_every_option_and_its_variable(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = help_text([command], capsys)
+    missing = [name for name in [*SERVE_OPTIONS, *ENV_NAMES] if name not in text]
+    assert not missing
+
+
+def test_sign_help(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["sign"], capsys)
+    assert "--secret" in text
+    assert "TOFU_SECRET" in text
+
+
+def test_every_setting_is_a_config_field_with_a_default() -> None:
+    defaults = Config()
+    for setting in SETTINGS:
+        assert hasattr(defaults, setting.name)
+
+
+def test_environment_variables_configure_tofu() -> None:
+    config = Config.load(
+        {},
+        {
+            "TOFU_ORIGIN": str(SAMPLES),
+            "TOFU_SECRET": "new,old",
+            "TOFU_SIZES": "280, 280x194c 650s",
+            "TOFU_PORT": "9123",
+            "TOFU_CACHE_SIZE": "64MB",
+            "TOFU_NEGOTIATE": "webp",
+            "TOFU_WORKERS": "1",
+            "TOFU_LOG_FORMAT": "json",
+        },
+    )
+    assert config.origin == str(SAMPLES)
+    assert config.secret == ("new", "old")
+    assert config.sizes == ("280", "280x194c", "650s")
+    assert len(config.allowed_sizes) == 3
+    assert config.port == 9123
+    assert config.cache_size == 64 << 20
+    assert config.negotiate == (ImageFormat.WEBP,)
+    assert config.workers == 1
+    assert config.log_format == "json"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False)])
+def test_dev_from_the_environment(value: str, expected: bool) -> None:
+    environ = {"TOFU_ORIGIN": str(SAMPLES), "TOFU_DEV": value, "TOFU_SIZES": "280"}
+    assert Config.load({}, environ).dev is expected
+
+
+def test_negotiate_none_turns_negotiation_off() -> None:
+    environ = {"TOFU_ORIGIN": str(SAMPLES), "TOFU_DEV": "1", "TOFU_NEGOTIATE": "none"}
+    assert Config.load({}, environ).negotiate == ()
+
+
+def test_flags_beat_the_environment() -> None:
+    environ = {
+        "TOFU_ORIGIN": "/definitely/not/here",
+        "TOFU_SECRET": "from-env",
+        "TOFU_PORT": "1",
+        "TOFU_SIZES": "0",  # invalid, but the flag replaces it
+    }
+    flags = {
+        "origin": str(SAMPLES),
+        "secret": ["from-flag-1", "from-flag-2"],
+        "port": "8081",
+        "sizes": ["280"],
+    }
+    config = Config.load(flags, environ)
+    assert config.origin == str(SAMPLES)
+    assert config.secret == ("from-flag-1", "from-flag-2")
+    assert config.port == 8081
+    assert config.sizes == ("280",)
+
+
+def test_unset_flags_fall_back_to_the_environment_then_defaults() -> None:
+    flags = {"origin": None, "secret": [], "dev": False, "port": None}
+    config = Config.load(flags, {"TOFU_ORIGIN": str(SAMPLES), "TOFU_SECRET": "k"})
+    assert config.origin == str(SAMPLES)
+    assert config.secret == ("k",)
+    assert config.port == Config().port
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1048576", 1 << 20), ("64k", 64 << 10), ("256MB", 256 << 20), ("1g", 1 << 30)],
+)
+def test_parse_bytes(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "1.5MB", "-1", "10 parsecs"])
+def test_parse_bytes_refuses_nonsense(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_bytes(text)
+
+
+def test_refuses_to_serve_everything_unsigned() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load({"origin": str(SAMPLES)}, {})
+    message = str(caught.value)
+    assert "--secret" in message and "--sizes" in message and "--dev" in message
+
+
+def test_serve_without_secret_sizes_or_dev_exits_2_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tofu", "serve", "--origin", "samples", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "refusing to serve every size unsigned" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_every_bad_value_is_reported_one_line_each(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = [
+        "config",
+        "--origin",
+        str(tmp_path / "missing"),
+        "--port",
+        "http",
+        "--workers",
+        "0",
+        "--sizes",
+        "280,0x100",
+        "--log-format",
+        "xml",
+        "--cache-size",
+        "lots",
+        "--avif-effort",
+        "12",
+        "--cache-item-max",
+        "2",
+        "--negotiate",
+        "gif",
+        "--request-timeout",
+        "-1",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    header, *problems = err.strip().splitlines()
+    assert header == "tofu: invalid configuration:"
+    expected_starts = [
+        "--origin:",
+        "--port:",
+        "--workers:",
+        "--request-timeout:",
+        "--cache-size:",
+        "--negotiate:",
+        "--log-format:",
+        "--sizes:",
+        "--cache-item-max",
+        "--avif-effort",
+    ]
+    assert len(problems) == len(expected_starts), problems
+    for start in expected_starts:
+        assert sum(line.startswith(start) for line in problems) == 1, (start, problems)
+    assert "'0x100'" in err
+    assert "is not a directory" in err
+
+
+def test_bad_environment_values_name_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load({}, {"TOFU_ORIGIN": str(SAMPLES), "TOFU_DEV": "1", "TOFU_MAX_FRAMES": "many"})
+    assert str(caught.value).splitlines() == [
+        "TOFU_MAX_FRAMES: invalid literal for int() with base 10: 'many'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        ({"port": "70000"}, "--port must be 0-65535"),
+        ({"s3_endpoint_url": "http://127.0.0.1:8333"}, "--s3-endpoint-url needs an s3:// origin"),
+        ({"origin": "s3://"}, "names no bucket"),
+        ({"origin": None}, "--origin is required"),
+    ],
+)
+def test_inconsistent_settings_are_refused(flags: dict[str, str | None], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load({"origin": str(SAMPLES), "dev": True, **flags}, {})
+    assert problem in str(caught.value)
+
+
+def test_s3_origin_is_accepted_with_an_endpoint() -> None:
+    config = Config.load(
+        {"origin": "s3://bucket/prefix", "s3_endpoint_url": "http://127.0.0.1:8333", "dev": True},
+        {},
+    )
+    assert config.origin == "s3://bucket/prefix"
+
+
+def test_config_prints_json_with_secrets_masked(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOFU_SECRET", "env-secret-one,env-secret-two")
+    monkeypatch.setenv("TOFU_MAX_AGE", "600")
+    args = ["config", "--origin", str(SAMPLES), "--sizes", "280x194c", "--workers", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "env-secret" not in out
+    described = json.loads(out)
+    assert described["secret"] == ["********", "********"]
+    assert described["origin"] == str(SAMPLES)
+    assert described["sizes"] == ["280x194c"]
+    assert described["workers"] == 2
+    assert described["max_age"] == 600
+    assert described["negotiate"] == ["avif", "webp"]
+    assert set(described) == {s.name for s in SETTINGS}
+
+
+def test_config_subprocess_reads_the_environment() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tofu", "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean_env(TOFU_ORIGIN="samples", TOFU_SECRET="a,b", TOFU_SIZES="280,650s"),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert described["secret"] == ["********", "********"]
+    assert described["sizes"] == ["280", "650s"]
