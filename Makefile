@@ -13,15 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
-# Real servers the tests run next to tofu: nginx (load balancer, image_filter peer),
-# Varnish (CDN stand-in), wrk (load). Installed from Debian when missing.
+# Real programs the tests run next to tofu: nginx (load balancer, image_filter peer),
+# Varnish (CDN stand-in), wrk (load), docker-compose (offline `config` check of the compose
+# file; no engine is needed). Installed from Debian when missing.
 system-deps:
 	@if ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null \
-	    || ! command -v wrk >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_http_image_filter_module.so ]; then \
-	  echo "installing nginx, varnish, wrk from Debian"; \
+	    || ! command -v wrk >/dev/null || ! command -v docker-compose >/dev/null \
+	    || [ ! -e /usr/lib/nginx/modules/ngx_http_image_filter_module.so ]; then \
+	  echo "installing nginx, varnish, wrk, docker-compose from Debian"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    nginx-light libnginx-mod-http-image-filter varnish wrk >/dev/null; \
+	    --no-install-recommends \
+	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose >/dev/null; \
 	fi
 
 serve: $(STAMP)
@@ -43,3 +46,14 @@ test: $(STAMP) system-deps lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Benchmarks (bench/README.md). Every duration and concurrency is a flag; pass more in BENCH_ARGS.
+bench-load: $(STAMP) system-deps
+	@test -n "$(URL)" || { echo "usage: make bench-load URL=http://host:port [SECRET=..] [DURATION=30s] [BENCH_ARGS='--concurrency 64 ...']"; exit 2; }
+	$(BIN)/python -m bench.load --url $(URL) $(if $(SECRET),--secret $(SECRET)) $(if $(DURATION),--duration $(DURATION)) $(BENCH_ARGS)
+
+bench-compare: $(STAMP) system-deps
+	$(BIN)/python -m bench.compare --photos $(or $(PHOTOS),samples) --out bench/results/ $(if $(DURATION),--duration $(DURATION)) $(BENCH_ARGS)
+
+bench-soak: $(STAMP) system-deps
+	$(BIN)/python -m bench.soak --photos $(or $(PHOTOS),samples) --out bench/results/ --duration $(or $(DURATION),10m) $(BENCH_ARGS)
