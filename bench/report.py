@@ -1,0 +1,256 @@
+"""The comparison report: a Markdown table per workload, ratios, and PNG charts.
+
+Results are kept as JSON (``compare-<date>.json``) so the report can be re-rendered:
+
+    python -m bench.report bench/results/compare-2025-01-01-1200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.units import fmt_ms
+
+
+@dataclass
+class Row:
+    """One server measured under one workload."""
+
+    workload: str
+    server: str
+    rps: float = 0.0
+    p50_ms: float = math.nan
+    p90_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+    cpu_ms_per_req: float = math.nan
+    peak_rss_mb: float = math.nan
+    mean_bytes: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    duration_s: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)
+    hit_ratio: float | None = None  # tofu: result-cache hit ratio from /metrics
+    renders: float | None = None  # tofu: renders during the run
+    skipped: str | None = None  # why there is no measurement
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Row:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_ms_per_req", "peak_rss_mb"):
+            if known.get(key) is None:
+                known[key] = math.nan
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        return {k: _json_safe(v) for k, v in asdict(self).items()}
+
+
+def _json_safe(value: object) -> object:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    name: str
+    title: str
+    duration_s: float
+    connections: int
+    baseline: str
+    reference: str
+    note: str = ""
+
+
+def ratio(value: float, base: float) -> float | None:
+    if base is None or value is None or not base or math.isnan(base) or math.isnan(value):
+        return None
+    return value / base
+
+
+def _find(rows: Sequence[Row], server: str) -> Row | None:
+    return next((r for r in rows if r.server == server and r.skipped is None and r.rps), None)
+
+
+def ratios(rows: Sequence[Row], baseline: str, reference: str) -> dict[str, tuple]:
+    """Per server: (req/s vs baseline, req/s vs reference, CPU per request vs baseline)."""
+    base = _find(rows, baseline)
+    ref = _find(rows, reference)
+    out = {}
+    for row in rows:
+        if row.skipped is not None:
+            out[row.server] = (None, None, None)
+            continue
+        out[row.server] = (
+            ratio(row.rps, base.rps) if base else None,
+            ratio(row.rps, ref.rps) if ref else None,
+            ratio(row.cpu_ms_per_req, base.cpu_ms_per_req) if base else None,
+        )
+    return out
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
+    header = (
+        "| server | req/s | p50 ms | p99 ms | CPU ms/req | peak RSS MB | mean bytes | errors "
+        f"| req/s vs {info.baseline} | req/s vs {info.reference} | CPU/req vs {info.baseline} |"
+    )
+    lines = [header, "|" + "---|" * 11]
+    table_ratios = ratios(rows, info.baseline, info.reference)
+    notes = []
+    for row in rows:
+        if row.skipped is not None:
+            lines.append(f"| {row.server} | skipped: {row.skipped} |" + " |" * 9)
+            continue
+        vs_base, vs_ref, cpu_vs_base = table_ratios[row.server]
+        lines.append(
+            f"| {row.server} | {_num(row.rps)} | {fmt_ms(row.p50_ms)} | {fmt_ms(row.p99_ms)} "
+            f"| {_num(row.cpu_ms_per_req, 2)} | {_num(row.peak_rss_mb, 0)} "
+            f"| {_num(row.mean_bytes, 0)} | {row.errors} "
+            f"| {_x(vs_base)} | {_x(vs_ref)} | {_x(cpu_vs_base)} |"
+        )
+        extra = []
+        if row.hit_ratio is not None and not math.isnan(row.hit_ratio):
+            extra.append(f"result-cache hit ratio {row.hit_ratio:.1%}")
+        if row.renders is not None and row.requests:
+            extra.append(f"{row.renders / row.requests:.2f} renders per response")
+        if row.errors:
+            extra.append("statuses " + ", ".join(f"{k}: {v}" for k, v in row.statuses.items()))
+        extra += row.notes
+        if extra:
+            notes.append(f"- {row.server}: " + "; ".join(extra))
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def render_markdown(results: dict) -> str:
+    meta = results["meta"]
+    rows = [Row.from_dict(r) for r in results["rows"]]
+    machine = meta.get("machine", {})
+    versions = meta.get("versions", {})
+    out = [
+        f"# tofu comparison — {meta.get('date', '')}",
+        "",
+        f"- Machine: {machine.get('nproc', '?')} cores, {machine.get('cpu', '?')}, "
+        f"{machine.get('memory_gib', '?')} GiB RAM, Linux {machine.get('kernel', '?')}, "
+        f"Python {machine.get('python', '?')}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- Command: `{meta.get('command', '')}`",
+        f"- Photos: {meta.get('photos', '')}",
+        f"- Load: {meta.get('load', '')}",
+        "- The load generator (wrk) runs on the same machine and takes part of the CPU; CPU "
+        "ms/req counts the server's process tree only (utime + stime from /proc), peak RSS sums "
+        "all its processes.",
+        "",
+    ]
+    for info_dict in results["workloads"]:
+        info = WorkloadInfo(**info_dict)
+        wl_rows = [r for r in rows if r.workload == info.name]
+        if not wl_rows:
+            continue
+        out += [
+            f"## {info.name} — {info.title}",
+            "",
+            f"{info.duration_s:g} s per server, {info.connections} connections."
+            + (f" {info.note}" if info.note else ""),
+            "",
+            workload_table(info, wl_rows),
+            "",
+        ]
+    for chart in results.get("charts", []):
+        out += [f"![{Path(chart).stem}]({Path(chart).name})", ""]
+    return "\n".join(out)
+
+
+def _colour(server: str) -> str:
+    family = server.split("-")[0]
+    return {"tofu": "tab:orange", "thumbor": "tab:blue", "nginx": "tab:green"}.get(
+        family, "tab:grey"
+    )
+
+
+def write_charts(results: dict, prefix: Path) -> list[Path]:
+    """Throughput and latency (p50, p99) bar charts, one panel per workload, tofu in orange."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [Row.from_dict(r) for r in results["rows"] if r.get("skipped") is None]
+    names = [w["name"] for w in results["workloads"] if any(r.workload == w["name"] for r in rows)]
+    if not names:
+        return []
+    paths = []
+    for what in ("throughput", "latency"):
+        fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            wl = [r for r in rows if r.workload == name]
+            labels = [r.server for r in wl]
+            xs = range(len(wl))
+            if what == "throughput":
+                colours = [_colour(r.server) for r in wl]
+                bars = ax.bar(xs, [r.rps for r in wl], color=colours)
+                ax.bar_label(
+                    bars,
+                    labels=[f"{r.rps:,.0f}" if r.rps >= 100 else f"{r.rps:.1f}" for r in wl],
+                    fontsize=7,
+                )
+                ax.set_ylabel("requests/s")
+            else:
+                width = 0.4
+                for shift, key in ((-width / 2, "p50_ms"), (width / 2, "p99_ms")):
+                    values = [getattr(r, key) for r in wl]
+                    bars = ax.bar([x + shift for x in xs], values, width, label=key[:3])
+                    ax.bar_label(bars, labels=[fmt_ms(v) for v in values], fontsize=6)
+                ax.set_ylabel("latency ms")
+                ax.legend()
+            ax.set_title(name)
+            ax.set_xticks(list(xs))
+            ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle(f"tofu comparison: {what}")
+        fig.tight_layout()
+        path = prefix.with_name(f"{prefix.name}-{what}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """``stem``.json, the charts and ``stem``.md in ``out_dir``; returns (markdown, json)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = write_charts(results, out_dir / stem)
+    results = {**results, "charts": [p.name for p in charts]}
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=2, allow_nan=False, default=str) + "\n")
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text(render_markdown(results) + "\n")
+    return md_path, json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("results", type=Path, help="a compare-*.json file")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    md, _ = write_report(results, args.results.parent, args.results.stem)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
