@@ -703,7 +703,7 @@ def test_jpeg_is_progressive_only_above_the_threshold(photo: bytes) -> None:
 
 @pytest.mark.parametrize("fmt", [ImageFormat.WEBP, ImageFormat.AVIF, ImageFormat.JPEG])
 def test_default_quality_per_format(photo: bytes, fmt: ImageFormat) -> None:
-    expected = {ImageFormat.JPEG: 80, ImageFormat.WEBP: 78, ImageFormat.AVIF: 58}[fmt]
+    expected = {ImageFormat.JPEG: 80, ImageFormat.WEBP: 78, ImageFormat.AVIF: 62}[fmt]
     assert DEFAULT_QUALITY[fmt] == expected
     default = run(photo, f"160.{fmt.value}").body
     assert default == run(photo, f"160q{expected}.{fmt.value}").body

@@ -242,7 +242,7 @@ class Config:
     not_found_ttl: float = 10.0
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
-    avif_effort: int = 2
+    avif_effort: int = 0
     drain_seconds: float = 5.0
     shutdown_timeout: float = 10.0
     log_format: str = "text"

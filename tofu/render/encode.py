@@ -14,7 +14,7 @@ from tofu.transform import ImageFormat
 DEFAULT_QUALITY = {
     ImageFormat.JPEG: 80,
     ImageFormat.WEBP: 78,
-    ImageFormat.AVIF: 58,
+    ImageFormat.AVIF: 62,
     ImageFormat.PNG: 100,  # lossless; quality does not apply
 }
 # Progressive JPEG costs a little more to encode and is smaller above roughly this many pixels.

@@ -29,7 +29,7 @@ class RenderSettings:
     max_source_pixels: int = 50_000_000
     max_frames: int = 500
     max_output_side: int = 4096
-    avif_effort: int = 2
+    avif_effort: int = 0
 
 
 @dataclass(frozen=True, slots=True)
