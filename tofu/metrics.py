@@ -22,7 +22,7 @@ from prometheus_client import (
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CACHES = ("result", "original", "not_found")
-PHASES = ("queue", "fetch", "render")
+PHASES = ("fetch", "queue", "render", "encode")
 
 
 def _libvips_tracked_memory() -> Callable[[], int] | None:

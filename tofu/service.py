@@ -20,7 +20,7 @@ from cachetools import LRUCache, TTLCache
 from tofu.cache import BytesLRU, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
-from tofu.metrics import Metrics
+from tofu.metrics import PHASES, Metrics
 from tofu.origins import Origin, Original
 from tofu.render import RenderSettings, render
 from tofu.transform import ImageFormat, Transform
@@ -45,7 +45,7 @@ class Entry:
     version: str  # of the original it was rendered from
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
-    phases: dict[str, float]  # seconds spent producing it: queue, fetch, render
+    phases: dict[str, float]  # seconds spent producing it: fetch, queue, render, encode
 
 
 class ImageService:
@@ -87,7 +87,7 @@ class ImageService:
         m = metrics
         self._hit = {c: m.cache_hits.labels(c).inc for c in ("result", "original", "not_found")}
         self._miss = {c: m.cache_misses.labels(c).inc for c in ("result", "original")}
-        self._phase = {p: m.phase_seconds.labels(p).observe for p in ("queue", "fetch", "render")}
+        self._phase = {p: m.phase_seconds.labels(p).observe for p in PHASES}
 
     async def get(
         self, transform: Transform, negotiated: ImageFormat | None
@@ -142,7 +142,6 @@ class ImageService:
         phases["queue"] = time.perf_counter() - started
         self._phase["queue"](phases["queue"])
         self._metrics.renders_in_flight.inc()
-        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
             rendition = await loop.run_in_executor(
@@ -154,9 +153,11 @@ class ImageService:
         finally:
             self._slots.release()
             self._metrics.renders_in_flight.dec()
-            phases["render"] = time.perf_counter() - started
-            self._phase["render"](phases["render"])
             self._metrics.sample_libvips_memory()
+        phases["render"] = rendition.resize_seconds
+        phases["encode"] = rendition.encode_seconds
+        self._phase["render"](rendition.resize_seconds)
+        self._phase["encode"](rendition.encode_seconds)
         self._metrics.renders.inc()
         entry = Entry(
             body=rendition.body,

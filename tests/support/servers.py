@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.servers import stop_group as stop_process
 from tofu.config import Config
 from tofu.server import create_app
 
@@ -44,20 +44,6 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None 
                 return
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> int:
-    """SIGTERM the process group, then SIGKILL if it does not exit in time."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    return process.returncode
 
 
 @dataclass

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyvips
 
@@ -38,6 +38,9 @@ class Rendition:
     format: ImageFormat
     width: int
     height: int
+    # Where the time went (not part of the result's identity).
+    resize_seconds: float = field(default=0.0, compare=False)
+    encode_seconds: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,60 @@
+"""One server process: the aiohttp app on uvloop, with a graceful stop.
+
+Graceful stop, for a node behind a load balancer: on SIGTERM ``/readyz`` turns 503 at once,
+the node keeps serving for ``drain_seconds`` (so the balancer notices and routes elsewhere),
+then stops accepting and gives in-flight requests ``shutdown_timeout`` to finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from tofu import access_log, logs
+from tofu.config import Config
+from tofu.render import configure_libvips
+from tofu.server import HEALTH, create_app
+
+log = logging.getLogger("tofu")
+
+
+async def _serve(config: Config) -> None:
+    app = create_app(config)
+    sink = access_log.AccessLogSink(sys.stdout)
+    runner = web.AppRunner(
+        app,
+        access_log_class=access_log.access_logger_class(config.log_format, sink),
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048
+    )
+    await site.start()
+    log.info("tofu listening on http://%s:%d (pid %d)", config.host, config.port, os.getpid())
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    app[HEALTH].draining = True
+    log.info("draining for %gs before closing", config.drain_seconds)
+    await asyncio.sleep(config.drain_seconds)
+    await runner.cleanup()
+    sink.flush()
+    log.info("stopped")
+
+
+def run_worker(config: Config) -> None:
+    """One server process: libvips threads sized to this process's share of the cores."""
+    logs.configure(config.log_level, config.log_format)
+    configure_libvips(config.render_threads)
+    uvloop.run(_serve(config))
