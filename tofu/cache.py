@@ -69,6 +69,20 @@ class BytesLRU(Generic[K, V]):
         return len(self._lru)
 
 
+class Memo(dict[K, V]):
+    """A plain dict that forgets everything once it holds ``max_entries``: lookups at C speed
+    on the hit path, for memos where a forgotten entry only costs recomputing it."""
+
+    def __init__(self, max_entries: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if len(self) >= self.max_entries and key not in self:
+            self.clear()
+        super().__setitem__(key, value)
+
+
 class SingleFlight(Generic[K, V]):
     """Concurrent ``run`` calls with one key share one execution of the work.
 

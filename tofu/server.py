@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
-from cachetools import LRUCache
 
+from tofu.cache import Memo
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
-from tofu.service import CacheResult, Entry, ImageService
+from tofu.service import Entry, ImageService
 from tofu.signing import Guard
 from tofu.urls import ParsedPath, parse_path
 
@@ -28,6 +28,7 @@ _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
 _CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
 _ORIGIN_RECHECK_SECONDS = 5.0
 _VERIFIED_PATHS = 10_000
+_METHODS = frozenset(("GET", "HEAD"))
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class Handlers:
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], object] = {}
         # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC.
-        self._verified: LRUCache[str, ParsedPath] = LRUCache(maxsize=_VERIFIED_PATHS)
+        self._verified: Memo[str, ParsedPath] = Memo(_VERIFIED_PATHS)
 
     def _count(self, status: int, cache: str, seconds: float) -> None:
         inc = self._requests.get((status, cache))
@@ -93,7 +94,7 @@ class Handlers:
         inc()  # type: ignore[operator]
         self._metrics.request_seconds.observe(seconds)
 
-    async def image(self, request: web.Request) -> web.StreamResponse:
+    async def image(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         log = RequestLog()
         request[REQUEST_LOG] = log
@@ -120,14 +121,14 @@ class Handlers:
             log.error = exc.reason
             self._count(exc.status, log.cache, time.perf_counter() - started)
             return error_response(exc)
-        log.cache = result.value
-        if result is not CacheResult.HIT:
+        log.cache = result
+        if result != "hit":
             log.phases = entry.phases
         response = self._respond(request, entry, varies)
         self._count(response.status, log.cache, time.perf_counter() - started)
         return response
 
-    def _respond(self, request: web.Request, entry: Entry, varies: bool) -> web.Response:
+    def _respond(self, request: web.BaseRequest, entry: Entry, varies: bool) -> web.Response:
         headers = {
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
@@ -141,10 +142,10 @@ class Handlers:
         headers["Content-Type"] = entry.media_type
         return web.Response(body=entry.body, headers=headers)
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def readyz(self, request: web.BaseRequest) -> web.Response:
         problem = await self._health.ready()
         if problem:
             return web.Response(
@@ -152,7 +153,7 @@ class Handlers:
             )
         return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.BaseRequest) -> web.Response:
         return web.Response(
             body=self._metrics.exposition(),
             headers={
@@ -162,7 +163,7 @@ class Handlers:
         )
 
 
-def _not_modified(request: web.Request, entry: Entry) -> bool:
+def _not_modified(request: web.BaseRequest, entry: Entry) -> bool:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
@@ -191,39 +192,49 @@ def error_response(exc: TofuError) -> web.Response:
     return web.Response(status=status, text=exc.reason + "\n", headers=headers)
 
 
-HEALTH = web.AppKey("tofu_health", Health)
-SERVICE = web.AppKey("tofu_service", ImageService)
-METRICS = web.AppKey("tofu_metrics", Metrics)
+class App:
+    """tofu's HTTP application, built from one ``Config`` by ``create_app``.
 
+    It is a low-level aiohttp handler (``web.Server``) with its own dispatch: three fixed paths
+    and everything else to the image handler. aiohttp's ``web.Application`` router and signals
+    cost about 15 µs a request, a fifth of the CPU of a cache hit, for exactly that.
+    """
 
-def create_app(config: Config, origin: Origin | None = None) -> web.Application:
-    """Build the aiohttp application for ``config``; ``origin`` overrides the configured one."""
-    origin = origin or open_origin(config)
-    metrics = Metrics()
-    service = ImageService(config, origin, metrics)
-    health = Health(origin)
-    handlers = Handlers(config, service, metrics, health)
+    def __init__(self, config: Config, origin: Origin | None = None) -> None:
+        origin = origin or open_origin(config)
+        self.metrics = Metrics()
+        self.service = ImageService(config, origin, self.metrics)
+        self.health = Health(origin)
+        handlers = Handlers(config, self.service, self.metrics, self.health)
+        self._fixed = {
+            "/healthz": handlers.healthz,
+            "/readyz": handlers.readyz,
+            "/metrics": handlers.metrics,
+        }
+        self._image = handlers.image
 
-    app = web.Application()
-    app[HEALTH] = health
-    app[SERVICE] = service
-    app[METRICS] = metrics
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/{path:.*}", handlers.image)
-
-    async def close(app: web.Application) -> None:
-        await service.close()
-
-    async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
-        # While draining, end each keep-alive connection after its response: balancers then
-        # connect anew (refused once the node stops) instead of reusing an idle connection
-        # that the shutdown closes under a request already sent on it.
-        if health.draining:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in _METHODS:
+            return web.Response(
+                status=405,
+                text="only GET and HEAD are served\n",
+                headers={"Allow": "GET, HEAD", "Cache-Control": "no-store"},
+            )
+        path = request.raw_path.partition("?")[0]
+        response = await self._fixed.get(path, self._image)(request)
+        if self.health.draining:
+            # End each keep-alive connection after its response: balancers then connect anew
+            # (refused once the node stops) instead of reusing an idle connection that the
+            # shutdown closes under a request already sent on it.
             response.force_close()
             response.headers["Connection"] = "close"
+        return response
 
-    app.on_response_prepare.append(close_when_draining)
-    app.on_cleanup.append(close)
-    return app
+    async def close(self) -> None:
+        await self.service.close()
+
+
+def create_app(config: Config, origin: Origin | None = None) -> App:
+    """The application for ``config``; ``origin`` overrides the configured one. Serve it with
+    ``web.Server(app.handle, ...)``; ``await app.close()`` when done."""
+    return App(config, origin)

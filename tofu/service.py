@@ -8,16 +8,16 @@ queue (beyond it: 503), and rendered in a thread pool so the event loop never bl
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Literal
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
-from tofu.cache import BytesLRU, SingleFlight
+from tofu.cache import BytesLRU, Memo, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
@@ -29,10 +29,8 @@ _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
 _VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
 
 
-class CacheResult(enum.Enum):
-    HIT = "hit"
-    MISS = "miss"
-    COALESCED = "coalesced"  # a miss that joined a render already under way
+# What the result cache did for a request (also the access log's and metrics' label).
+CacheResult = Literal["hit", "miss", "coalesced"]  # coalesced: joined a render under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +78,7 @@ class ImageService:
             TTLCache(maxsize=100_000, ttl=config.not_found_ttl) if config.not_found_ttl else None
         )
         # Latest version seen per origin key: a rendition made from an older version is stale.
-        self._versions: LRUCache[str, str] = LRUCache(maxsize=_VERSIONS_KEPT)
+        self._versions: Memo[str, str] = Memo(_VERSIONS_KEPT)
         self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
         self._fetches: SingleFlight[str, Original] = SingleFlight()
 
@@ -96,12 +94,12 @@ class ImageService:
         entry = self._results.get(key)
         if entry is not None and self._versions.get(transform.key, entry.version) == entry.version:
             self._hit["result"]()
-            return entry, CacheResult.HIT
+            return entry, "hit"
         self._miss["result"]()
         entry, joined = await self._renders.run(key, lambda: self._produce(transform, negotiated))
         if joined:
             self._metrics.coalesced.labels("render").inc()
-        return entry, CacheResult.COALESCED if joined else CacheResult.MISS
+        return entry, "coalesced" if joined else "miss"
 
     async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
         if self._not_found is not None and transform.key in self._not_found:

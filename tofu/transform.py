@@ -7,7 +7,7 @@ key (together with the negotiated output format and the original's version).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Fit(enum.Enum):
@@ -33,6 +33,10 @@ class ImageFormat(enum.Enum):
     WEBP = "webp"
     AVIF = "avif"
 
+    # Members are singletons compared by identity; Enum's own __hash__ is Python code, and
+    # this one is in every cache key.
+    __hash__ = object.__hash__
+
     @property
     def media_type(self) -> str:
         return f"image/{self.value}"
@@ -54,6 +58,29 @@ class Size:
     quality: int | None = None  # None: the output format's default
     format: ImageFormat | None = None  # None: negotiated, or the source's family
     upscale: bool = False
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashed on every cache lookup: compute it once (frozen, so it never changes).
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.width,
+                    self.height,
+                    self.fit.value,
+                    self.gravity.value,
+                    self.focal,
+                    self.quality,
+                    self.format,
+                    self.upscale,
+                )
+            ),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +89,10 @@ class Transform:
 
     key: str
     size: Size
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.key, self.size)))
+
+    def __hash__(self) -> int:
+        return self._hash

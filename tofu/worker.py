@@ -19,7 +19,7 @@ from aiohttp import web
 from tofu import access_log, logs
 from tofu.config import Config
 from tofu.render import configure_libvips
-from tofu.server import HEALTH, create_app
+from tofu.server import create_app
 
 log = logging.getLogger("tofu")
 
@@ -27,11 +27,10 @@ log = logging.getLogger("tofu")
 async def _serve(config: Config) -> None:
     app = create_app(config)
     sink = access_log.AccessLogSink(sys.stdout)
-    runner = web.AppRunner(
-        app,
-        access_log_class=access_log.access_logger_class(config.log_format, sink),
-        shutdown_timeout=config.shutdown_timeout,
+    server = web.Server(
+        app.handle, access_log_class=access_log.access_logger_class(config.log_format, sink)
     )
+    runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(
         runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048
@@ -45,10 +44,11 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
 
-    app[HEALTH].draining = True
+    app.health.draining = True
     log.info("draining for %gs before closing", config.drain_seconds)
     await asyncio.sleep(config.drain_seconds)
     await runner.cleanup()
+    await app.close()
     sink.flush()
     log.info("stopped")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from bench.servers import stop_group as stop_process
 from tofu.config import Config
-from tofu.server import create_app
+from tofu.server import App, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -123,16 +123,17 @@ def tofu_process(tmp_path: Path) -> Iterator[Callable[..., TofuProcess]]:
 async def make_client() -> AsyncIterator[Callable[..., Any]]:
     """Factory for an in-process tofu app: ``await make_client(origin=..., dev=True)``.
     Keyword arguments are ``Config`` fields."""
-    clients: list[TestClient] = []
+    started: list[tuple[TestClient, App]] = []
 
     async def make(origin_impl: Any = None, **settings: Any) -> TestClient:
         settings.setdefault("workers", 1)
-        config = Config(**settings)
-        client = TestClient(TestServer(create_app(config, origin_impl)))
+        app = create_app(Config(**settings), origin_impl)
+        client = TestClient(RawTestServer(app.handle))
         await client.start_server()
-        clients.append(client)
+        started.append((client, app))
         return client
 
     yield make
-    for client in clients:
+    for client, app in started:
         await client.close()
+        await app.close()
