@@ -309,10 +309,14 @@ def test_cmyk_jpeg_becomes_srgb() -> None:
 PATCHES = [(200, 30, 30), (30, 180, 60), (40, 60, 200), (230, 200, 40)]
 
 
-def p3_tagged(fmt: str) -> bytes:
-    """Four sRGB colour patches stored as Display P3, with the P3 profile embedded."""
+def tagged(profile: str) -> pyvips.Image:
+    """Four sRGB colour patches stored in ``profile``'s space, with the profile embedded."""
     srgb = from_array(np.hstack([solid(50, 100, c) for c in PATCHES]))
-    p3 = srgb.icc_transform("p3", input_profile="srgb", embedded=False).cast("uchar")
+    return srgb.icc_transform(profile, input_profile="srgb", embedded=False).cast("uchar")
+
+
+def p3_tagged(fmt: str) -> bytes:
+    p3 = tagged("p3")
     assert p3.get_typeof("icc-profile-data")
     return p3.jpegsave_buffer(Q=98) if fmt == "jpeg" else p3.pngsave_buffer()
 
@@ -331,6 +335,21 @@ def test_display_p3_is_converted_to_srgb_and_metadata_stripped(fmt: str) -> None
     for index, colour in enumerate(PATCHES):
         centre = image.getpoint(12 + 25 * index, 25)
         assert near(centre, colour, 6), (colour, centre)
+
+
+@pytest.mark.parametrize(
+    ("profile", "transformed"), [("srgb", False), ("p3", True), ("cmyk", True)]
+)
+def test_only_non_srgb_profiles_are_colour_transformed(profile: str, transformed: bool) -> None:
+    data = tagged(profile).jpegsave_buffer(Q=98)
+    assert probe(data, RenderSettings()).needs_colour_transform is transformed
+
+
+def test_srgb_tagged_source_keeps_its_colours() -> None:
+    image = decode(run(tagged("srgb").jpegsave_buffer(Q=98), "100").body)
+    assert image.get_typeof("icc-profile-data") == 0
+    for index, colour in enumerate(PATCHES):
+        assert near(image.getpoint(12 + 25 * index, 25), colour, 6), colour
 
 
 def test_exif_xmp_and_iptc_are_stripped() -> None:

@@ -17,8 +17,10 @@ DEFAULT_QUALITY = {
     ImageFormat.AVIF: 62,
     ImageFormat.PNG: 100,  # lossless; quality does not apply
 }
-# Progressive JPEG costs a little more to encode and is smaller above roughly this many pixels.
-_PROGRESSIVE_MIN_PIXELS = 256 * 256
+# Progressive JPEG: measured on the corpus photos with optimised Huffman tables, it saves
+# only 0.7 % of the bytes at 512 px and 1.5 % at 1200 px while encoding takes 50-70 % longer.
+# So only large outputs, where it also lets the picture appear early on slow links.
+_PROGRESSIVE_MIN_PIXELS = 1000 * 1000
 
 
 def encode(
