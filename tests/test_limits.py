@@ -9,9 +9,13 @@ import zlib
 from pathlib import Path
 
 import pyvips
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from tests.support.servers import SAMPLES
 from tests.test_cache import CountingOrigin, metric
+from tofu.config import Config
+from tofu.peers import Peers
+from tofu.server import create_app
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -108,5 +112,54 @@ def test_workers_share_one_port_and_metrics_cover_all(tofu_process):
         text = r.read().decode()
     # Each worker renders what it receives; /metrics on any worker sums both.
     assert metric(text, "tofu_renders_total") == 40
-    assert metric(text, "tofu_requests_total", 'cache="miss",status="200"') == 40
+    # Each miss was rendered by its owner: here, or by the sibling it was routed to ("peer").
+    assert (
+        metric(text, "tofu_requests_total", 'cache="miss",status="200"')
+        + metric(text, "tofu_requests_total", 'cache="peer",status="200"')
+        == 40
+    )
     assert tofu.stop() == 0
+
+
+def test_workers_render_each_rendition_once_by_routing_misses_to_its_owner(tofu_process):
+    tofu = tofu_process(
+        ["--origin", str(SAMPLES), "--dev", "--workers", "2", "--drain-seconds", "0"]
+    )
+    urls = [f"{tofu.url}/recipes/1203423/{width}/5366e857.jpg" for width in (150, 151, 152)]
+    bodies: dict[str, set[bytes]] = {url: set() for url in urls}
+    for _ in range(10):  # a new connection each time: SO_REUSEPORT spreads them over workers
+        for url in urls:
+            with urllib.request.urlopen(url) as response:
+                bodies[url].add(response.read())
+    assert all(len(found) == 1 for found in bodies.values())
+    with urllib.request.urlopen(f"{tofu.url}/metrics") as r:
+        text = r.read().decode()
+    assert metric(text, "tofu_renders_total") == 3  # not once per worker
+    assert metric(text, "tofu_origin_fetches_total") <= 2  # one per worker at most
+    served = sum(
+        metric(text, "tofu_requests_total", f'cache="{cache}",status="200"')
+        for cache in ("hit", "miss", "peer")
+        if f'cache="{cache}",status="200"' in text
+    )
+    assert served == 30  # sibling requests are not counted as client requests
+    assert tofu.stop() == 0
+
+
+async def test_unreachable_owner_is_rendered_around(tmp_path):
+    peers = Peers(0, [str(tmp_path / "me.sock"), str(tmp_path / "gone.sock")])
+    app = create_app(Config(origin=str(SAMPLES), dev=True, workers=2), peers=peers)
+    client = TestClient(RawTestServer(app.handle))
+    await client.start_server()
+    try:
+        paths = [f"/recipes/1203423/{width}/5366e857.jpg" for width in range(100, 110)]
+        owned_elsewhere = [p for p in paths if peers.owner(p, None) == 1]
+        assert owned_elsewhere  # the hash sends some of them to the missing worker
+        for path in owned_elsewhere:
+            response = await client.get(path, headers={"Accept": "*/*"})
+            assert response.status == 200
+        text = await (await client.get("/metrics")).text()
+        assert metric(text, "tofu_renders_total") == len(owned_elsewhere)
+        assert metric(text, "tofu_peer_fetches_total") == 0
+    finally:
+        await client.close()
+        await app.close()

@@ -71,3 +71,9 @@ class OriginTimeout(TofuError):
     """The origin did not answer within the fetch deadline."""
 
     status = 504
+
+
+def error_for_status(status: int, reason: str) -> TofuError:
+    """The error a sibling worker answered with, as ours (the status -> class direction)."""
+    classes = {cls.status: cls for cls in TofuError.__subclasses__()}
+    return classes.get(status, OriginError)(reason)

@@ -91,6 +91,9 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.peer_fetches = Counter(
+            "tofu_peer_fetches", "renditions a sibling worker rendered for this one", registry=r
+        )
         self.shed = Counter("tofu_shed", "requests refused by admission control", registry=r)
         self.renders_in_flight = Gauge(
             "tofu_renders_in_flight",

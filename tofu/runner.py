@@ -13,6 +13,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Sequence
 
 from tofu import logs
 from tofu.config import Config
@@ -27,18 +28,23 @@ def run(config: Config) -> None:
         _worker_main(config)
         return
     logs.configure(config.log_level, config.log_format)
-    with tempfile.TemporaryDirectory(prefix="tofu-metrics-") as metrics_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="tofu-metrics-") as metrics_dir,
+        tempfile.TemporaryDirectory(prefix="tofu-peers-") as peers_dir,
+    ):
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-        _supervise(config)
+        sockets = [os.path.join(peers_dir, f"worker-{i}.sock") for i in range(config.workers)]
+        _supervise(config, sockets)
 
 
-def _supervise(config: Config) -> None:
-    """Start the workers, restart any that dies, and pass SIGTERM/SIGINT on to them."""
+def _supervise(config: Config, sockets: list[str]) -> None:
+    """Start the workers, restart any that dies (under the same index, so on the same peer
+    socket), and pass SIGTERM/SIGINT on to them."""
     context = multiprocessing.get_context("fork")
     stopping = False
 
-    def start() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker_main, args=(config,), daemon=False)
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker_main, args=(config, index, sockets), daemon=False)
         process.start()
         return process
 
@@ -49,7 +55,7 @@ def _supervise(config: Config) -> None:
             if process.pid and process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
-    workers = [start() for _ in range(config.workers)]
+    workers = [start(i) for i in range(config.workers)]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("master %d started %d workers", os.getpid(), config.workers)
@@ -63,7 +69,7 @@ def _supervise(config: Config) -> None:
                     log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                     _mark_dead(process)
                     time.sleep(_RESPAWN_PAUSE)
-                    workers[i] = start()
+                    workers[i] = start(i)
         time.sleep(0.2)
     for process in workers:
         process.join()
@@ -78,10 +84,10 @@ def _mark_dead(process: multiprocessing.process.BaseProcess) -> None:
         multiprocess.mark_process_dead(process.pid, directory)
 
 
-def _worker_main(config: Config) -> None:
+def _worker_main(config: Config, index: int = 0, sockets: Sequence[str] = ()) -> None:
     # Imported here, in the worker, so that the master never loads libvips or aiohttp.
     from tofu.worker import run_worker
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the master's handlers are not ours
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    run_worker(config)
+    run_worker(config, index, sockets)

@@ -7,7 +7,9 @@ request -> parse URL (``urls``) -> verify (``signing``) -> cache/origin/render (
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -19,8 +21,10 @@ from tofu.errors import Overloaded, TofuError
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
+from tofu.peers import PEER_HEADER, VERSION_HEADER, Peers
 from tofu.service import Entry, ImageService
 from tofu.signing import Guard
+from tofu.transform import ImageFormat
 from tofu.urls import ParsedPath, parse_path
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
@@ -72,9 +76,15 @@ class Health:
 
 class Handlers:
     def __init__(
-        self, config: Config, service: ImageService, metrics: Metrics, health: Health
+        self,
+        config: Config,
+        service: ImageService,
+        metrics: Metrics,
+        health: Health,
+        peers: Peers | None,
     ) -> None:
         self._service = service
+        self._peers = peers
         self._metrics = metrics
         self._health = health
         self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
@@ -85,7 +95,9 @@ class Handlers:
         # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC.
         self._verified: Memo[str, ParsedPath] = Memo(_VERIFIED_PATHS)
 
-    def _count(self, status: int, cache: str, seconds: float) -> None:
+    def _count(self, request: web.BaseRequest, status: int, cache: str, seconds: float) -> None:
+        if PEER_HEADER in request.headers:
+            return  # a sibling worker's request: the client's is counted there
         inc = self._requests.get((status, cache))
         if inc is None:
             inc = self._requests[(status, cache)] = self._metrics.requests.labels(
@@ -116,23 +128,41 @@ class Handlers:
             if parsed.transform.size.format is None and self._negotiator.preference:
                 varies = True
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
-            entry, result = await self._service.get(parsed.transform, negotiated)
+            entry = self._service.cached(parsed.transform, negotiated)
+            if entry is None:
+                entry, log.cache = await self._service.produce(
+                    parsed.transform, negotiated, self._owner(request, raw_path, negotiated)
+                )
+                log.phases = entry.phases
+            else:
+                log.cache = "hit"
         except TofuError as exc:
             log.error = exc.reason
-            self._count(exc.status, log.cache, time.perf_counter() - started)
+            self._count(request, exc.status, log.cache, time.perf_counter() - started)
             return error_response(exc)
-        log.cache = result
-        if result != "hit":
-            log.phases = entry.phases
         response = self._respond(request, entry, varies)
-        self._count(response.status, log.cache, time.perf_counter() - started)
+        self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
+
+    def _owner(
+        self, request: web.BaseRequest, raw_path: str, negotiated: ImageFormat | None
+    ) -> Callable[[], Awaitable[Entry | None]] | None:
+        """How to ask the sibling worker that owns this rendition, if it is not this one."""
+        if self._peers is None or PEER_HEADER in request.headers:
+            return None
+        owner = self._peers.owner(raw_path, negotiated)
+        if owner == self._peers.index:
+            return None
+        accept = request.headers.get("Accept", "")
+        return functools.partial(self._peers.fetch, owner, raw_path, accept)
 
     def _respond(self, request: web.BaseRequest, entry: Entry, varies: bool) -> web.Response:
         headers = {
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
         }
+        if PEER_HEADER in request.headers:
+            headers[VERSION_HEADER] = entry.version
         if entry.last_modified_http is not None:
             headers["Last-Modified"] = entry.last_modified_http
         if varies:
@@ -200,12 +230,15 @@ class App:
     cost about 15 µs a request, a fifth of the CPU of a cache hit, for exactly that.
     """
 
-    def __init__(self, config: Config, origin: Origin | None = None) -> None:
+    def __init__(
+        self, config: Config, origin: Origin | None = None, peers: Peers | None = None
+    ) -> None:
         origin = origin or open_origin(config)
         self.metrics = Metrics()
         self.service = ImageService(config, origin, self.metrics)
         self.health = Health(origin)
-        handlers = Handlers(config, self.service, self.metrics, self.health)
+        self.peers = peers
+        handlers = Handlers(config, self.service, self.metrics, self.health, peers)
         self._fixed = {
             "/healthz": handlers.healthz,
             "/readyz": handlers.readyz,
@@ -231,10 +264,13 @@ class App:
         return response
 
     async def close(self) -> None:
+        if self.peers is not None:
+            await self.peers.close()
         await self.service.close()
 
 
-def create_app(config: Config, origin: Origin | None = None) -> App:
-    """The application for ``config``; ``origin`` overrides the configured one. Serve it with
-    ``web.Server(app.handle, ...)``; ``await app.close()`` when done."""
-    return App(config, origin)
+def create_app(config: Config, origin: Origin | None = None, peers: Peers | None = None) -> App:
+    """The application for ``config``; ``origin`` overrides the configured one, ``peers``
+    routes misses to sibling workers. Serve it with ``web.Server(app.handle, ...)``;
+    ``await app.close()`` when done."""
+    return App(config, origin, peers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -30,7 +31,8 @@ _VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
 
 
 # What the result cache did for a request (also the access log's and metrics' label).
-CacheResult = Literal["hit", "miss", "coalesced"]  # coalesced: joined a render under way
+# coalesced: joined a render under way; peer: a sibling worker rendered it (tofu.peers).
+CacheResult = Literal["hit", "miss", "coalesced", "peer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class Entry:
     version: str  # of the original it was rendered from
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
-    phases: dict[str, float]  # seconds spent producing it: fetch, queue, render, encode
+    phases: dict[str, float]  # seconds spent producing it here: fetch, queue, render, encode
 
 
 class ImageService:
@@ -87,19 +89,48 @@ class ImageService:
         self._miss = {c: m.cache_misses.labels(c).inc for c in ("result", "original")}
         self._phase = {p: m.phase_seconds.labels(p).observe for p in PHASES}
 
-    async def get(
-        self, transform: Transform, negotiated: ImageFormat | None
-    ) -> tuple[Entry, CacheResult]:
-        key = (transform, negotiated)
-        entry = self._results.get(key)
+    def cached(self, transform: Transform, negotiated: ImageFormat | None) -> Entry | None:
+        """The cached rendition, if it is there and was made from the latest known version of
+        its original. Synchronous: a hit never leaves the event loop's current step."""
+        entry = self._results.get((transform, negotiated))
         if entry is not None and self._versions.get(transform.key, entry.version) == entry.version:
             self._hit["result"]()
-            return entry, "hit"
+            return entry
         self._miss["result"]()
-        entry, joined = await self._renders.run(key, lambda: self._produce(transform, negotiated))
+        return None
+
+    async def produce(
+        self,
+        transform: Transform,
+        negotiated: ImageFormat | None,
+        owner: Callable[[], Awaitable[Entry | None]] | None = None,
+    ) -> tuple[Entry, CacheResult]:
+        """After a miss: the rendition from the worker that ``owner`` asks, or, without one or
+        when it cannot be reached, fetched and rendered here. Concurrent calls share the work."""
+        key = (transform, negotiated)
+        if owner is None:
+            work = lambda: self._produce(transform, negotiated)  # noqa: E731
+        else:
+            work = lambda: self._from_owner(transform, negotiated, owner)  # noqa: E731
+        entry, joined = await self._renders.run(key, work)
         if joined:
             self._metrics.coalesced.labels("render").inc()
-        return entry, "coalesced" if joined else "miss"
+            return entry, "coalesced"
+        return entry, "peer" if "peer" in entry.phases else "miss"
+
+    async def _from_owner(
+        self,
+        transform: Transform,
+        negotiated: ImageFormat | None,
+        owner: Callable[[], Awaitable[Entry | None]],
+    ) -> Entry:
+        entry = await owner()
+        if entry is None:  # the owner is restarting: render here
+            return await self._produce(transform, negotiated)
+        self._metrics.peer_fetches.inc()
+        self._versions[transform.key] = entry.version
+        self._store((transform, negotiated), entry)
+        return entry
 
     async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
         if self._not_found is not None and transform.key in self._not_found:
@@ -170,10 +201,13 @@ class ImageService:
             ),
             phases=phases,
         )
-        self._results.put((transform, negotiated), entry)
+        self._store((transform, negotiated), entry)
+        return entry
+
+    def _store(self, key: tuple[Transform, ImageFormat | None], entry: Entry) -> None:
+        self._results.put(key, entry)
         self._metrics.cache_bytes.labels("result").set(self._results.bytes)
         self._metrics.cache_entries.labels("result").set(len(self._results))
-        return entry
 
     async def _original(self, key: str) -> Original:
         original = self._originals.get(key)

@@ -12,20 +12,23 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 
 import uvloop
 from aiohttp import web
 
 from tofu import access_log, logs
 from tofu.config import Config
+from tofu.peers import Peers
 from tofu.render import configure_libvips
 from tofu.server import create_app
 
 log = logging.getLogger("tofu")
 
 
-async def _serve(config: Config) -> None:
-    app = create_app(config)
+async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> None:
+    peers = Peers(index, peer_sockets) if len(peer_sockets) > 1 else None
+    app = create_app(config, peers=peers)
     sink = access_log.AccessLogSink(sys.stdout)
     server = web.Server(
         app.handle, access_log_class=access_log.access_logger_class(config.log_format, sink)
@@ -36,6 +39,14 @@ async def _serve(config: Config) -> None:
         runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048
     )
     await site.start()
+    # Sibling workers reach this one on its own Unix socket (tofu.peers); not access-logged,
+    # their client's request is.
+    peer_runner = web.ServerRunner(
+        web.Server(app.handle, access_log=None), shutdown_timeout=config.shutdown_timeout
+    )
+    if peers is not None:
+        await peer_runner.setup()
+        await web.UnixSite(peer_runner, peer_sockets[index]).start()
     log.info("tofu listening on http://%s:%d (pid %d)", config.host, config.port, os.getpid())
 
     stop = asyncio.Event()
@@ -48,13 +59,15 @@ async def _serve(config: Config) -> None:
     log.info("draining for %gs before closing", config.drain_seconds)
     await asyncio.sleep(config.drain_seconds)
     await runner.cleanup()
+    await peer_runner.cleanup()
     await app.close()
     sink.flush()
     log.info("stopped")
 
 
-def run_worker(config: Config) -> None:
-    """One server process: libvips threads sized to this process's share of the cores."""
+def run_worker(config: Config, index: int = 0, peer_sockets: Sequence[str] = ()) -> None:
+    """Server process ``index`` of ``len(peer_sockets)`` (one: no routing between workers),
+    with libvips threads sized to this process's share of the cores."""
     logs.configure(config.log_level, config.log_format)
     configure_libvips(config.render_threads)
-    uvloop.run(_serve(config))
+    uvloop.run(_serve(config, index, peer_sockets))
