@@ -8,6 +8,7 @@ queue (beyond it: 503), and rendered in a thread pool so the event loop never bl
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -107,12 +108,12 @@ class ImageService:
     ) -> tuple[Entry, CacheResult]:
         """After a miss: the rendition from the worker that ``owner`` asks, or, without one or
         when it cannot be reached, fetched and rendered here. Concurrent calls share the work."""
-        key = (transform, negotiated)
-        if owner is None:
-            work = lambda: self._produce(transform, negotiated)  # noqa: E731
-        else:
-            work = lambda: self._from_owner(transform, negotiated, owner)  # noqa: E731
-        entry, joined = await self._renders.run(key, work)
+        work = (
+            functools.partial(self._produce, transform, negotiated)
+            if owner is None
+            else functools.partial(self._from_owner, transform, negotiated, owner)
+        )
+        entry, joined = await self._renders.run((transform, negotiated), work)
         if joined:
             self._metrics.coalesced.labels("render").inc()
             return entry, "coalesced"
@@ -124,7 +125,11 @@ class ImageService:
         negotiated: ImageFormat | None,
         owner: Callable[[], Awaitable[Entry | None]],
     ) -> Entry:
-        entry = await owner()
+        try:
+            async with asyncio.timeout(self._timeout):
+                entry = await owner()
+        except TimeoutError:
+            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
         if entry is None:  # the owner is restarting: render here
             return await self._produce(transform, negotiated)
         self._metrics.peer_fetches.inc()
