@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
 
+import pytest
 import pyvips
 from aiohttp.test_utils import RawTestServer, TestClient
 
@@ -142,6 +144,11 @@ def test_workers_render_each_rendition_once_by_routing_misses_to_its_owner(tofu_
         if f'cache="{cache}",status="200"' in text
     )
     assert served == 30  # sibling requests are not counted as client requests
+    for _ in range(6):  # errors come back from the owner as they are
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{tofu.url}/nope/150/missing.jpg")
+        assert missing.value.code == 404
+        assert missing.value.read() == b"no original at 'nope/missing.jpg'\n"
     assert tofu.stop() == 0
 
 
