@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -127,6 +128,11 @@ def test_workers_render_each_rendition_once_by_routing_misses_to_its_owner(tofu_
     tofu = tofu_process(
         ["--origin", str(SAMPLES), "--dev", "--workers", "2", "--drain-seconds", "0"]
     )
+    # Both workers up (each logs this once its sibling socket and the port are open); a worker
+    # that asked a sibling still starting would render around it, which is right but not this.
+    deadline = time.monotonic() + 20
+    while tofu.log().count("tofu listening") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     urls = [f"{tofu.url}/recipes/1203423/{width}/5366e857.jpg" for width in (150, 151, 152)]
     bodies: dict[str, set[bytes]] = {url: set() for url in urls}
     for _ in range(10):  # a new connection each time: SO_REUSEPORT spreads them over workers

@@ -8,10 +8,11 @@ queue (beyond it: 503), and rendered in a thread pool so the event loop never bl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -125,11 +126,8 @@ class ImageService:
         negotiated: ImageFormat | None,
         owner: Callable[[], Awaitable[Entry | None]],
     ) -> Entry:
-        try:
-            async with asyncio.timeout(self._timeout):
-                entry = await owner()
-        except TimeoutError:
-            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
+        async with self._deadline():
+            entry = await owner()
         if entry is None:  # the owner is restarting: render here
             return await self._produce(transform, negotiated)
         self._metrics.peer_fetches.inc()
@@ -149,16 +147,23 @@ class ImageService:
         self._in_progress += 1
         phases: dict[str, float] = {}
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._deadline():
                 started = time.perf_counter()
                 # No render slot is held while fetching: a slow origin must not idle the CPU.
                 original = await self._original(transform.key)
                 phases["fetch"] = time.perf_counter() - started
                 return await self._render_in_slot(transform, negotiated, original, phases)
-        except TimeoutError:
-            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
         finally:
             self._in_progress -= 1
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """The per-request deadline on fetch + render (here or by a sibling worker): 504."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
 
     async def _render_in_slot(
         self,

@@ -7,7 +7,8 @@ key (together with the negotiated output format and the original's version).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 class Fit(enum.Enum):
@@ -61,23 +62,7 @@ class Size:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Hashed on every cache lookup: compute it once (frozen, so it never changes).
-        object.__setattr__(
-            self,
-            "_hash",
-            hash(
-                (
-                    self.width,
-                    self.height,
-                    self.fit.value,
-                    self.gravity.value,
-                    self.focal,
-                    self.quality,
-                    self.format,
-                    self.upscale,
-                )
-            ),
-        )
+        object.__setattr__(self, "_hash", _hash_fields(self))
 
     def __hash__(self) -> int:
         return self._hash
@@ -92,7 +77,13 @@ class Transform:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.key, self.size)))
+        object.__setattr__(self, "_hash", _hash_fields(self))
 
     def __hash__(self) -> int:
         return self._hash
+
+
+def _hash_fields(obj: Any) -> int:
+    """The hash of a frozen dataclass's compared fields, computed once in ``__post_init__``:
+    these objects are hashed on every cache lookup."""
+    return hash(tuple(getattr(obj, f.name) for f in fields(obj) if f.compare))

@@ -35,18 +35,21 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
+    # Sibling workers reach this one on its own Unix socket (tofu.peers); not access-logged,
+    # their client's request is.
+    runners = [runner]
+    if peers is not None:
+        peer_runner = web.ServerRunner(
+            web.Server(app.handle, access_log=None), shutdown_timeout=config.shutdown_timeout
+        )
+        await peer_runner.setup()
+        await web.UnixSite(peer_runner, peer_sockets[index]).start()
+        runners.append(peer_runner)
+    # Public traffic last: by then siblings can already reach this worker.
     site = web.TCPSite(
         runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048
     )
     await site.start()
-    # Sibling workers reach this one on its own Unix socket (tofu.peers); not access-logged,
-    # their client's request is.
-    peer_runner = web.ServerRunner(
-        web.Server(app.handle, access_log=None), shutdown_timeout=config.shutdown_timeout
-    )
-    if peers is not None:
-        await peer_runner.setup()
-        await web.UnixSite(peer_runner, peer_sockets[index]).start()
     log.info("tofu listening on http://%s:%d (pid %d)", config.host, config.port, os.getpid())
 
     stop = asyncio.Event()
@@ -58,8 +61,8 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     app.health.draining = True
     log.info("draining for %gs before closing", config.drain_seconds)
     await asyncio.sleep(config.drain_seconds)
-    await runner.cleanup()
-    await peer_runner.cleanup()
+    for each in runners:
+        await each.cleanup()
     await app.close()
     sink.flush()
     log.info("stopped")
