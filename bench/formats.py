@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 
 from tofu.render import RenderSettings
 from tofu.render.encode import DEFAULT_QUALITY, encode
-from tofu.render.steps import crop_focal, flatten, plan, probe, shrink, to_8bit
+from tofu.render.steps import crop_focal, flatten, plan, probe, thumbnail, to_8bit
 from tofu.transform import ImageFormat
 from tofu.urls import parse_size
 
@@ -82,7 +82,7 @@ def pipeline(data: bytes, token: str, settings: RenderSettings) -> pyvips.Image:
     size = parse_size(token, settings.max_output_side)
     source = probe(data, settings)
     geometry = plan(source, size, settings)
-    image = crop_focal(shrink(data, source, geometry), geometry)
+    image = crop_focal(thumbnail(data, source, geometry), geometry)
     image = flatten(to_8bit(image), ImageFormat.JPEG)
     return image.copy_memory()
 

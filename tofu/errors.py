@@ -73,6 +73,11 @@ class OriginTimeout(TofuError):
     status = 504
 
 
+class RenderTimeout(OriginTimeout):
+    """The request's deadline passed before its rendition was made (504, as tofu is the
+    gateway the CDN waited on)."""
+
+
 def error_for_status(status: int, reason: str) -> TofuError:
     """The error a sibling worker answered with, as ours (the status -> class direction)."""
     classes = {cls.status: cls for cls in TofuError.__subclasses__()}

@@ -107,6 +107,12 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.render_memory = Gauge(
+            "tofu_render_memory_bytes",
+            "decoding memory held by renders under way (of --render-memory)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.vips_memory = Gauge(
             "tofu_libvips_memory_bytes",
             "memory libvips has allocated",

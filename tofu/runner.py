@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from tofu import logs
+from tofu import logs, render_memory
 from tofu.config import Config
 
 log = logging.getLogger("tofu")
@@ -34,17 +34,21 @@ def run(config: Config) -> None:
     ):
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         sockets = [os.path.join(peers_dir, f"worker-{i}.sock") for i in range(config.workers)]
-        _supervise(config, sockets)
+        memory_path = os.path.join(peers_dir, "render-memory")
+        render_memory.create_shared_file(memory_path, config.workers)
+        _supervise(config, sockets, memory_path)
 
 
-def _supervise(config: Config, sockets: list[str]) -> None:
+def _supervise(config: Config, sockets: list[str], memory_path: str) -> None:
     """Start the workers, restart any that dies (under the same index, so on the same peer
     socket), and pass SIGTERM/SIGINT on to them."""
     context = multiprocessing.get_context("fork")
     stopping = False
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker_main, args=(config, index, sockets), daemon=False)
+        process = context.Process(
+            target=_worker_main, args=(config, index, sockets, memory_path), daemon=False
+        )
         process.start()
         return process
 
@@ -68,6 +72,7 @@ def _supervise(config: Config, sockets: list[str]) -> None:
                 if not process.is_alive():
                     log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                     _mark_dead(process)
+                    render_memory.clear_worker(memory_path, i)
                     time.sleep(_RESPAWN_PAUSE)
                     workers[i] = start(i)
         time.sleep(0.2)
@@ -84,10 +89,12 @@ def _mark_dead(process: multiprocessing.process.BaseProcess) -> None:
         multiprocess.mark_process_dead(process.pid, directory)
 
 
-def _worker_main(config: Config, index: int = 0, sockets: Sequence[str] = ()) -> None:
+def _worker_main(
+    config: Config, index: int = 0, sockets: Sequence[str] = (), memory_path: str | None = None
+) -> None:
     # Imported here, in the worker, so that the master never loads libvips or aiohttp.
     from tofu.worker import run_worker
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the master's handlers are not ours
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    run_worker(config, index, sockets)
+    run_worker(config, index, sockets, memory_path)

@@ -22,6 +22,7 @@ from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
 from tofu.peers import PEER_HEADER, VERSION_HEADER, Peers
+from tofu.render_memory import RenderMemory
 from tofu.service import Entry, ImageService
 from tofu.signing import Guard
 from tofu.transform import ImageFormat
@@ -231,11 +232,15 @@ class App:
     """
 
     def __init__(
-        self, config: Config, origin: Origin | None = None, peers: Peers | None = None
+        self,
+        config: Config,
+        origin: Origin | None = None,
+        peers: Peers | None = None,
+        render_memory: RenderMemory | None = None,
     ) -> None:
         origin = origin or open_origin(config)
         self.metrics = Metrics()
-        self.service = ImageService(config, origin, self.metrics)
+        self.service = ImageService(config, origin, self.metrics, render_memory)
         self.health = Health(origin)
         self.peers = peers
         handlers = Handlers(config, self.service, self.metrics, self.health, peers)
@@ -269,8 +274,14 @@ class App:
         await self.service.close()
 
 
-def create_app(config: Config, origin: Origin | None = None, peers: Peers | None = None) -> App:
+def create_app(
+    config: Config,
+    origin: Origin | None = None,
+    peers: Peers | None = None,
+    render_memory: RenderMemory | None = None,
+) -> App:
     """The application for ``config``; ``origin`` overrides the configured one, ``peers``
-    routes misses to sibling workers. Serve it with ``web.Server(app.handle, ...)``;
-    ``await app.close()`` when done."""
-    return App(config, origin, peers)
+    routes misses to sibling workers, ``render_memory`` is the node's shared budget (default:
+    this process's own). Serve it with ``web.Server(app.handle, ...)``; ``await app.close()``
+    when done."""
+    return App(config, origin, peers, render_memory)

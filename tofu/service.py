@@ -25,7 +25,8 @@ from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
 from tofu.origins import Origin, Original
-from tofu.render import RenderSettings, render
+from tofu.render import Cancellation, Plan, RenderSettings, Rendition, execute, prepare
+from tofu.render_memory import RenderMemory
 from tofu.transform import ImageFormat, Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
@@ -51,7 +52,13 @@ class Entry:
 
 
 class ImageService:
-    def __init__(self, config: Config, origin: Origin, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        origin: Origin,
+        metrics: Metrics,
+        render_memory: RenderMemory | None = None,
+    ) -> None:
         self._origin = origin
         self._metrics = metrics
         self._settings = RenderSettings(
@@ -59,10 +66,15 @@ class ImageService:
             max_frames=config.max_frames,
             max_output_side=config.max_output_side,
             avif_effort=config.avif_effort,
+            exact_shrink=config.exact_shrink,
         )
         self._timeout = config.request_timeout
-        self._pool = ThreadPoolExecutor(config.render_threads, thread_name_prefix="render")
+        # One thread per render slot: a render is one thread (libvips' own concurrency is
+        # config.vips_concurrency, 1 by default), so a worker never runs more threads than that.
+        self._pool = ThreadPoolExecutor(config.max_renders, thread_name_prefix="render")
         self._slots = asyncio.Semaphore(config.max_renders)
+        self._owns_memory = render_memory is None
+        self._memory = render_memory or RenderMemory(config.render_memory)
         self._max_in_progress = config.max_renders + config.max_queue
         self._in_progress = 0
 
@@ -173,26 +185,29 @@ class ImageService:
         phases: dict[str, float],
     ) -> Entry:
         started = time.perf_counter()
-        self._metrics.render_queue.inc()
         try:
-            await self._slots.acquire()
-        finally:
-            self._metrics.render_queue.dec()
-        phases["queue"] = time.perf_counter() - started
-        self._phase["queue"](phases["queue"])
-        self._metrics.renders_in_flight.inc()
-        loop = asyncio.get_running_loop()
-        try:
-            rendition = await loop.run_in_executor(
-                self._pool, render, original.data, transform.size, self._settings, negotiated
+            # The header says how much memory the render needs; read off the event loop.
+            plan = await asyncio.to_thread(
+                prepare, original.data, transform.size, self._settings, negotiated
             )
+            self._metrics.render_queue.inc()
+            try:
+                await self._slots.acquire()
+            finally:
+                self._metrics.render_queue.dec()
+            try:
+                async with self._memory.hold(plan.memory_bytes):
+                    phases["queue"] = time.perf_counter() - started
+                    self._phase["queue"](phases["queue"])
+                    self._metrics.render_memory.set(self._memory.held)
+                    rendition = await self._execute(original.data, plan)
+            finally:
+                self._slots.release()
+                self._metrics.render_memory.set(self._memory.held)
+                self._metrics.sample_libvips_memory()
         except TofuError as exc:
             self._metrics.render_errors.labels(str(exc.status)).inc()
             raise
-        finally:
-            self._slots.release()
-            self._metrics.renders_in_flight.dec()
-            self._metrics.sample_libvips_memory()
         phases["render"] = rendition.resize_seconds
         phases["encode"] = rendition.encode_seconds
         self._phase["render"](rendition.resize_seconds)
@@ -213,6 +228,24 @@ class ImageService:
         )
         self._store((transform, negotiated), entry)
         return entry
+
+    async def _execute(self, data: bytes, plan: Plan) -> Rendition:
+        """``execute`` in a render thread. When the deadline cancels the request, the render is
+        killed too (inside libvips), and this waits for its thread to be free before the slot
+        and the memory are given back: they bound real work, not just waiting requests."""
+        cancellation = Cancellation()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._pool, execute, data, plan, self._settings, cancellation)
+        self._metrics.renders_in_flight.inc()
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancellation.cancel()
+            with contextlib.suppress(Exception):
+                await work
+            raise
+        finally:
+            self._metrics.renders_in_flight.dec()
 
     def _store(self, key: tuple[Transform, ImageFormat | None], entry: Entry) -> None:
         self._results.put(key, entry)
@@ -257,3 +290,5 @@ class ImageService:
     async def close(self) -> None:
         await self._origin.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_memory:
+            self._memory.close()

@@ -21,14 +21,18 @@ from tofu import access_log, logs
 from tofu.config import Config
 from tofu.peers import Peers
 from tofu.render import configure_libvips
+from tofu.render_memory import RenderMemory
 from tofu.server import create_app
 
 log = logging.getLogger("tofu")
 
 
-async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> None:
+async def _serve(
+    config: Config, index: int, peer_sockets: Sequence[str], memory_path: str | None
+) -> None:
     peers = Peers(index, peer_sockets) if len(peer_sockets) > 1 else None
-    app = create_app(config, peers=peers)
+    memory = RenderMemory(config.render_memory, memory_path, index)
+    app = create_app(config, peers=peers, render_memory=memory)
     sink = access_log.AccessLogSink(sys.stdout)
     server = web.Server(
         app.handle, access_log_class=access_log.access_logger_class(config.log_format, sink)
@@ -64,13 +68,19 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     for each in runners:
         await each.cleanup()
     await app.close()
+    memory.close()
     sink.flush()
     log.info("stopped")
 
 
-def run_worker(config: Config, index: int = 0, peer_sockets: Sequence[str] = ()) -> None:
+def run_worker(
+    config: Config,
+    index: int = 0,
+    peer_sockets: Sequence[str] = (),
+    memory_path: str | None = None,
+) -> None:
     """Server process ``index`` of ``len(peer_sockets)`` (one: no routing between workers),
-    with libvips threads sized to this process's share of the cores."""
+    sharing the node's render memory budget through ``memory_path`` (None: a single process)."""
     logs.configure(config.log_level, config.log_format)
-    configure_libvips(config.render_threads)
-    uvloop.run(_serve(config, index, peer_sockets))
+    configure_libvips(config.vips_concurrency)
+    uvloop.run(_serve(config, index, peer_sockets, memory_path))

@@ -2,44 +2,143 @@
 
 The steps, in order, each a small function in ``steps.py``:
 
-1. ``probe``      sniff the format, read the header only; refuse unsupported formats and image
-                  bombs (too many pixels or frames) before any decoding
-2. ``plan``       the geometry: target box, crop, never upscaling unless asked
-3. ``shrink``     one libvips ``thumbnail`` call: orient (EXIF), colour-manage to sRGB,
-                  shrink-on-load, resize, centre or smart crop; animated: the first frame
-4. ``crop_focal`` crop around a focal point, when the URL names one
-5. ``to_8bit``    16-bit sources to 8 bits per sample
-6. ``flatten``    alpha onto a white background when the output format has none (JPEG)
+1. ``probe``          sniff the format, read the header only; refuse unsupported formats and
+                      image bombs (too many pixels or frames) before any decoding
+2. ``plan``           the geometry: target box, resized size, crop, never upscaling unless
+                      asked; refuses plans whose intermediate image would be too large
+3. shrink, for JPEGs (libjpeg-turbo, ``jpeg.py``):
+   ``decode_scaled``  shrink-on-load: decode at the smallest DCT scale quality allows
+   ``resize``         Lanczos-3 to the planned size
+   ``orient``         EXIF orientation 1-8
+   ``colour_manage``  embedded profiles other than sRGB to sRGB
+   ``crop``           centre or smart (libvips attention) crop
+   or, for every other format and in ``exact_shrink`` mode, one libvips ``thumbnail`` call
+   that does the same (animated sources: the first frame)
+4. ``crop_focal``     crop around a focal point, when the URL names one
+5. ``to_8bit``        16-bit sources to 8 bits per sample
+6. ``flatten``        alpha onto a white background when the output format has none (JPEG)
    (libvips computes the pixels of steps 3-6 only now, in one pass over the image)
-7. ``encode``     the output format, metadata stripped, per-format quality defaults
+7. ``encode``         the output format, metadata stripped, per-format quality defaults
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pyvips
 
 from tofu.errors import Unprocessable
+from tofu.render.cancel import Cancellation
 from tofu.render.encode import encode
 from tofu.render.runtime import configure_libvips, release_freed_memory
 from tofu.render.steps import (
+    Geometry,
     RenderSettings,
     Rendition,
+    Source,
+    colour_manage,
+    crop,
     crop_focal,
+    decode_scaled,
     flatten,
+    memory_bytes,
+    orient,
     plan,
     probe,
-    shrink,
+    resize,
+    thumbnail,
     to_8bit,
 )
 from tofu.transform import ImageFormat, Size
 
-__all__ = ["RenderSettings", "Rendition", "configure_libvips", "render"]
+__all__ = [
+    "Cancellation",
+    "Plan",
+    "RenderSettings",
+    "Rendition",
+    "configure_libvips",
+    "execute",
+    "prepare",
+    "render",
+]
 
 # Originals from this size up leave tens of MB of freed decode buffers behind (an 18 MP
 # progressive JPEG: ~100 MB): handing them back keeps RSS down where it matters.
 _TRIM_AFTER_PIXELS = 8_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``prepare`` learnt from the header: enough to admit the render by its memory."""
+
+    source: Source
+    geometry: Geometry
+    output: ImageFormat
+    quality: int | None
+    memory_bytes: int  # about the most the render will hold at once
+
+
+def prepare(
+    data: bytes, size: Size, settings: RenderSettings, negotiated: ImageFormat | None = None
+) -> Plan:
+    """Steps 1-2 (header only, cheap). The output format is the URL's, else ``negotiated`` (from
+    the Accept header), else the source's family. Raises ``UnsupportedMediaType`` or
+    ``Unprocessable``."""
+    source = probe(data, settings)
+    geometry = plan(source, size, settings)
+    output = size.format or negotiated or source.family
+    return Plan(source, geometry, output, size.quality, memory_bytes(source, geometry))
+
+
+def execute(
+    data: bytes,
+    plan: Plan,
+    settings: RenderSettings,
+    cancellation: Cancellation | None = None,
+) -> Rendition:
+    """Steps 3-7. Raises ``Unprocessable`` for a corrupt original, never anything else for bad
+    input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    cancellation = cancellation or Cancellation()
+    started = time.perf_counter()
+    source, geometry = plan.source, plan.geometry
+    try:
+        if source.turbo_decodable and not settings.exact_shrink:
+            image = decode_scaled(data, source, geometry)
+            cancellation.check()
+            image = resize(image, source, geometry)
+            image = orient(image, source)
+            image = colour_manage(image, source)
+            image = crop(image, geometry)
+        else:
+            image = thumbnail(data, source, geometry)
+        image = crop_focal(image, geometry)
+        image = to_8bit(image)
+        image = flatten(image, plan.output)
+        # libvips is demand-driven: nothing is decoded until pixels are asked for. Computing
+        # the (output-sized, so small) result here keeps decode+resize apart from encoding,
+        # for the phase timings, at the cost of one copy of the output pixels.
+        image = cancellation.watch(image).copy_memory()
+    except pyvips.Error as exc:
+        cancellation.check()  # killed by the deadline, not a bad original
+        # A corrupt body surfaces when pixels are computed, not in probe.
+        raise Unprocessable(f"cannot decode the original: {_first_line(exc)}") from None
+    resized = time.perf_counter()
+    if source.width * source.height >= _TRIM_AFTER_PIXELS:
+        release_freed_memory()  # its decode buffers are gone now
+    cancellation.check()
+    try:
+        body = encode(image, plan.output, plan.quality, settings)
+    except pyvips.Error as exc:
+        raise Unprocessable(f"cannot encode {plan.output.value}: {_first_line(exc)}") from None
+    return Rendition(
+        body,
+        plan.output,
+        image.width,
+        image.height,
+        resize_seconds=resized - started,
+        encode_seconds=time.perf_counter() - resized,
+    )
 
 
 def render(
@@ -47,41 +146,10 @@ def render(
     size: Size,
     settings: RenderSettings,
     negotiated: ImageFormat | None = None,
+    cancellation: Cancellation | None = None,
 ) -> Rendition:
-    """Render ``data`` at ``size``. The output format is the URL's, else ``negotiated`` (from the
-    Accept header), else the source's family. Raises ``UnsupportedMediaType`` or
-    ``Unprocessable``; never anything else for bad input."""
-    started = time.perf_counter()
-    source = probe(data, settings)
-    output = size.format or negotiated or source.family
-    geometry = plan(source, size, settings)
-    try:
-        image = shrink(data, source, geometry)
-        image = crop_focal(image, geometry)
-        image = to_8bit(image)
-        image = flatten(image, output)
-        # libvips is demand-driven: nothing is decoded until pixels are asked for. Computing
-        # the (output-sized, so small) result here keeps decode+resize apart from encoding,
-        # for the phase timings, at the cost of one copy of the output pixels.
-        image = image.copy_memory()
-    except pyvips.Error as exc:
-        # A corrupt body surfaces when pixels are computed, not in probe.
-        raise Unprocessable(f"cannot decode the original: {_first_line(exc)}") from None
-    resized = time.perf_counter()
-    if source.width * source.height >= _TRIM_AFTER_PIXELS:
-        release_freed_memory()  # its decode buffers are gone now
-    try:
-        body = encode(image, output, size.quality, settings)
-    except pyvips.Error as exc:
-        raise Unprocessable(f"cannot encode {output.value}: {_first_line(exc)}") from None
-    return Rendition(
-        body,
-        output,
-        image.width,
-        image.height,
-        resize_seconds=resized - started,
-        encode_seconds=time.perf_counter() - resized,
-    )
+    """Render ``data`` at ``size``: ``prepare`` then ``execute``."""
+    return execute(data, prepare(data, size, settings, negotiated), settings, cancellation)
 
 
 def _first_line(exc: pyvips.Error) -> str:

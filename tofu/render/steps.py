@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 import pyvips
 
 from tofu.errors import Unprocessable, UnsupportedMediaType
+from tofu.render import jpeg
 from tofu.transform import Fit, Gravity, ImageFormat, Size
 
 # libvips loader -> (source family, output format when neither URL nor Accept chooses one).
@@ -27,10 +29,13 @@ _WHITE = 255
 
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
-    max_source_pixels: int = 50_000_000
+    max_source_pixels: int = 50_000_000  # also the largest image any step may make
     max_frames: int = 500
     max_output_side: int = 4096
     avif_effort: int = 0
+    # False: JPEGs are decoded at the smallest DCT scale quality allows (``jpeg.py``). True:
+    # libvips ``thumbnail`` for every format, which keeps a factor of 2 for the Lanczos step.
+    exact_shrink: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,24 @@ class Source:
     height: int
     has_alpha: bool
     needs_colour_transform: bool  # tagged with a profile other than sRGB, or CMYK
+    orientation: int = 1  # EXIF 1-8
+    bands: int = 3
+    sample_bytes: int = 1  # 2 for 16-bit sources
+    cmyk: bool = False
+    progressive: bool = False  # JPEG: the whole image's coefficients are held while decoding
+    icc_profile: bytes | None = field(default=None, repr=False)  # when it needs transforming
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """Width and height as stored, before orientation."""
+        if self.orientation >= 5:  # 5-8 turn the image by a quarter
+            return self.height, self.width
+        return self.width, self.height
+
+    @property
+    def turbo_decodable(self) -> bool:
+        """A JPEG that libjpeg-turbo decodes to sRGB or grey itself (CMYK goes to libvips)."""
+        return self.loader == "jpeg" and not self.cmyk and self.bands in (1, 3)
 
     @property
     def family(self) -> ImageFormat:
@@ -67,13 +90,17 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Geometry:
-    """Arguments for ``thumbnail`` plus an optional focal crop after it."""
+    """The box to fit or cover (as libvips ``thumbnail`` takes it), the size the whole image is
+    resized to, and an optional focal crop after it."""
 
     box_width: int
     box_height: int
     crop: str | None  # libvips "interesting": "centre" | "attention"
     upscale: bool
     focal: tuple[int, int, int, int] | None  # final width, height, focal x%, focal y%
+    resized_width: int = 0  # the whole image, displayed orientation, before any crop
+    resized_height: int = 0
+    decode_scale: int = 8  # JPEG: decoded at decode_scale/8 of the stored size
 
 
 def probe(data: bytes, settings: RenderSettings) -> Source:
@@ -88,10 +115,13 @@ def probe(data: bytes, settings: RenderSettings) -> Source:
         frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
         orientation = header.get("orientation") if header.get_typeof("orientation") else 1
         has_alpha = bool(header.hasalpha())
-        needs_colour_transform = header.interpretation == "cmyk" or (
-            bool(header.get_typeof("icc-profile-data"))
-            and not _is_srgb_profile(header.get("icc-profile-data"))
-        )
+        cmyk = header.interpretation == "cmyk"
+        profile = header.get("icc-profile-data") if header.get_typeof("icc-profile-data") else None
+        if profile is not None and _is_srgb_profile(profile):
+            profile = None
+        progressive = bool(header.get_typeof("jpeg-multiscan")) and header.get("jpeg-multiscan")
+        bands = header.bands
+        sample_bytes = 1 if header.format in ("uchar", "char") else 2
     except pyvips.Error:
         raise Unprocessable("cannot read the image header: the original is corrupt") from None
     if width * height > settings.max_source_pixels:
@@ -102,7 +132,19 @@ def probe(data: bytes, settings: RenderSettings) -> Source:
         raise Unprocessable(f"source has {frames} frames, over the {settings.max_frames} limit")
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return Source(loader, width, height, has_alpha, needs_colour_transform)
+    return Source(
+        loader,
+        width,
+        height,
+        has_alpha,
+        needs_colour_transform=cmyk or profile is not None,
+        orientation=orientation if 1 <= orientation <= 8 else 1,
+        bands=bands,
+        sample_bytes=sample_bytes,
+        cmyk=cmyk,
+        progressive=bool(progressive),
+        icc_profile=profile,
+    )
 
 
 def _is_srgb_profile(profile: bytes) -> bool:
@@ -132,10 +174,15 @@ def _is_srgb_profile(profile: bytes) -> bool:
 
 def plan(source: Source, size: Size, settings: RenderSettings) -> Geometry:
     """The box to thumbnail into. Never upscales unless the size says ``u``; a COVER box too
-    large for the source shrinks, keeping its aspect ratio, so the crop is still exact."""
+    large for the source shrinks, keeping its aspect ratio, so the crop is still exact.
+
+    Refuses (422) a plan whose resized image, before cropping, would be larger than the
+    largest source allowed: covering a box with a 1x2000 source would otherwise mean an image
+    of 800 x 1.6 million pixels, seconds of CPU and gigabytes for a tiny output."""
     limit = settings.max_output_side
     if size.fit is Fit.INSIDE:
-        return Geometry(size.width or limit, size.height or limit, None, size.upscale, None)
+        geometry = Geometry(size.width or limit, size.height or limit, None, size.upscale, None)
+        return _with_resized_size(geometry, source, settings)
     assert size.width is not None and size.height is not None  # the parser fills both for COVER
     width, height = size.width, size.height
     scale = max(width / source.width, height / source.height)
@@ -148,12 +195,57 @@ def plan(source: Source, size: Size, settings: RenderSettings) -> Geometry:
         # Cover without cropping, then crop around the point ourselves.
         cover_w = max(width, math.ceil(source.width * scale))
         cover_h = max(height, math.ceil(source.height * scale))
-        return Geometry(cover_w, cover_h, None, True, (width, height, *size.focal))
-    return Geometry(width, height, size.gravity.value, True, None)
+        geometry = Geometry(cover_w, cover_h, None, True, (width, height, *size.focal))
+    else:
+        geometry = Geometry(width, height, size.gravity.value, True, None)
+    return _with_resized_size(geometry, source, settings)
 
 
-def shrink(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
-    """Orient, colour-manage, shrink and (centre/smart) crop in one libvips call.
+def _with_resized_size(geometry: Geometry, source: Source, settings: RenderSettings) -> Geometry:
+    """``geometry`` with the size the whole image is resized to, as ``thumbnail`` computes it:
+    one shrink factor for both axes, chosen to fit inside (or, with a crop, to cover) the box,
+    and at least 1 unless upscaling is allowed."""
+    hshrink = source.width / geometry.box_width
+    vshrink = source.height / geometry.box_height
+    shrink = min(hshrink, vshrink) if geometry.crop else max(hshrink, vshrink)
+    if not geometry.upscale:
+        shrink = max(shrink, 1.0)
+    width = max(1, int(source.width / shrink + 0.5))
+    height = max(1, int(source.height / shrink + 0.5))
+    if width * height > settings.max_source_pixels:
+        raise Unprocessable(
+            f"resizing to {width}x{height} before cropping is over the "
+            f"{settings.max_source_pixels} pixel limit"
+        )
+    scale = 8
+    if source.loader == "jpeg":
+        stored_width, stored_height = source.stored_size
+        out_width, out_height = (height, width) if source.orientation >= 5 else (width, height)
+        choose = jpeg.libvips_scale if settings.exact_shrink else jpeg.decode_scale
+        scale = choose(stored_width, stored_height, out_width, out_height)
+    return dataclasses.replace(
+        geometry, resized_width=width, resized_height=height, decode_scale=scale
+    )
+
+
+def memory_bytes(source: Source, geometry: Geometry) -> int:
+    """About the most memory a render holds at once: the decoded image (at the DCT scale for
+    JPEG; whole for other formats, whose decoders or libvips hold a full frame), a progressive
+    JPEG's coefficients for the whole image (two bytes per sample), and the resized image."""
+    pixel = source.bands * source.sample_bytes
+    resized = geometry.resized_width * geometry.resized_height * pixel
+    if source.loader != "jpeg":
+        return source.width * source.height * pixel + resized
+    stored_width, stored_height = source.stored_size
+    m = geometry.decode_scale
+    decoded = math.ceil(stored_width * m / 8) * math.ceil(stored_height * m / 8) * pixel
+    coefficients = stored_width * stored_height * source.bands * 2 if source.progressive else 0
+    return decoded + coefficients + resized
+
+
+def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
+    """Orient, colour-manage, shrink and (centre/smart) crop in one libvips call: the exact
+    path, and the path for every source but plain JPEGs.
 
     ``thumbnail`` decodes with shrink-on-load (JPEG DCT scaling, WebP/AVIF subsampled decode)
     and resizes with a Lanczos kernel. Sources tagged with another profile (Display P3, Adobe
@@ -170,6 +262,55 @@ def shrink(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
     if source.needs_colour_transform:
         options["export_profile"] = "srgb"
     return pyvips.Image.thumbnail_buffer(data, geometry.box_width, **options)
+
+
+def decode_scaled(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
+    """Shrink-on-load: decode a JPEG at the smallest DCT scale that still leaves the Lanczos
+    step enough to work with (``jpeg.decode_scale``), in stored orientation."""
+    stored_width, stored_height = source.stored_size
+    return jpeg.decode(
+        data, geometry.decode_scale, stored_width, stored_height, grey=source.bands == 1
+    )
+
+
+def resize(image: pyvips.Image, source: Source, geometry: Geometry) -> pyvips.Image:
+    """Lanczos-3 to the planned size (still in stored orientation)."""
+    width, height = geometry.resized_width, geometry.resized_height
+    if source.orientation >= 5:
+        width, height = height, width
+    if (width, height) == (image.width, image.height):
+        return image
+    return image.resize(width / image.width, vscale=height / image.height, kernel="lanczos3")
+
+
+def orient(image: pyvips.Image, source: Source) -> pyvips.Image:
+    """Turn and flip as the EXIF orientation says (on the resized, so small, image)."""
+    if source.orientation == 1:
+        return image
+    image = image.copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", source.orientation)
+    return image.autorot()
+
+
+def colour_manage(image: pyvips.Image, source: Source) -> pyvips.Image:
+    """Sources tagged with a profile other than sRGB (Display P3, Adobe RGB) to sRGB, with
+    the relative intent ``thumbnail`` uses; untagged and sRGB-tagged ones are sRGB already."""
+    if source.icc_profile is None:
+        return image
+    image = image.copy()
+    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", source.icc_profile)
+    return image.icc_transform("srgb", embedded=True, intent="relative")
+
+
+def crop(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
+    """The centre or smart (libvips attention) crop of a COVER box."""
+    if geometry.crop is None:
+        return image
+    width = min(geometry.box_width, image.width)
+    height = min(geometry.box_height, image.height)
+    if (width, height) == (image.width, image.height):
+        return image
+    return image.smartcrop(width, height, interesting=geometry.crop)
 
 
 def crop_focal(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
