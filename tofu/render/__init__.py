@@ -11,10 +11,10 @@ The steps, in order, each a small function in ``steps.py``:
    ``resize``         Lanczos-3 to the planned size
    ``orient``         EXIF orientation 1-8
    ``colour_manage``  embedded profiles other than sRGB to sRGB
-   ``crop``           centre or smart (libvips attention) crop
    or, for every other format and in ``exact_shrink`` mode, one libvips ``thumbnail`` call
    that does the same (animated sources: the first frame)
-4. ``crop_focal``     crop around a focal point, when the URL names one
+4. ``crop``           centre or smart (libvips attention) crop of a COVER box
+   ``crop_focal``     or a crop around a focal point, when the URL names one
 5. ``to_8bit``        16-bit sources to 8 bits per sample
 6. ``flatten``        alpha onto a white background when the output format has none (JPEG)
    (libvips computes the pixels of steps 3-6 only now, in one pass over the image)
@@ -109,9 +109,14 @@ def execute(
             image = resize(image, source, geometry)
             image = orient(image, source)
             image = colour_manage(image, source)
-            image = crop(image, geometry)
         else:
             image = thumbnail(data, source, geometry)
+        if geometry.crop == "attention":
+            # The smart crop looks at the whole resized image: compute it where the deadline
+            # can stop it.
+            image = cancellation.watch(image).copy_memory()
+            cancellation.check()
+        image = crop(image, geometry)
         image = crop_focal(image, geometry)
         image = to_8bit(image)
         image = flatten(image, plan.output)

@@ -244,24 +244,30 @@ def memory_bytes(source: Source, geometry: Geometry) -> int:
 
 
 def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
-    """Orient, colour-manage, shrink and (centre/smart) crop in one libvips call: the exact
-    path, and the path for every source but plain JPEGs.
+    """Decode, orient, colour-manage and resize to the planned size in one libvips call: the
+    exact path, and the path for every source but plain JPEGs.
 
     ``thumbnail`` decodes with shrink-on-load (JPEG DCT scaling, WebP/AVIF subsampled decode)
     and resizes with a Lanczos kernel. Sources tagged with another profile (Display P3, Adobe
     RGB) and CMYK are converted to sRGB; untagged and sRGB-tagged ones are sRGB already.
-    ``fail_on=error`` makes truncated and corrupt files fail instead of rendering grey.
+    ``fail_on=error`` makes truncated and corrupt files fail instead of rendering grey. The
+    crop is left to ``crop``: inside ``thumbnail`` it computes the whole resized image at once,
+    outside the reach of a deadline (an upscaled 1x2000 strip: a minute for one 1000x1000 crop).
     """
+    # A COVER box is planned as the resized size: fitting inside it is covering the box.
+    width, height = (
+        (geometry.resized_width, geometry.resized_height)
+        if geometry.crop
+        else (geometry.box_width, geometry.box_height)
+    )
     options: dict[str, object] = {
-        "height": geometry.box_height,
+        "height": height,
         "size": "both" if geometry.upscale else "down",
         "option_string": "fail_on=error",
     }
-    if geometry.crop:
-        options["crop"] = geometry.crop
     if source.needs_colour_transform:
         options["export_profile"] = "srgb"
-    return pyvips.Image.thumbnail_buffer(data, geometry.box_width, **options)
+    return pyvips.Image.thumbnail_buffer(data, width, **options)
 
 
 def decode_scaled(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
