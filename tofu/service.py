@@ -3,6 +3,10 @@
 Hits are answered from memory on the event loop. Misses are coalesced (one fetch per original,
 one render per rendition), admitted through a bounded number of render slots with a bounded
 queue (beyond it: 503), and rendered in a thread pool so the event loop never blocks.
+
+Result-cache metrics count each client request once per node: a hit where a cached rendition
+answered it (the receiving worker's, or the owner worker's for a routed miss), a miss where it
+was produced (counted by the worker that produced it or joined its production).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ class Entry:
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
     phases: dict[str, float]  # seconds spent producing it here: fetch, queue, render, encode
+
+
+# Asks the sibling worker that owns a rendition for it (``tofu.peers``), given the seconds left
+# of the request's deadline: its Entry, its error raised, or None when it cannot be reached.
+FetchFromOwner = Callable[[float], Awaitable[Entry | None]]
 
 
 class ImageService:
@@ -98,24 +107,29 @@ class ImageService:
         if entry is not None and self._versions.get(transform.key, entry.version) == entry.version:
             self._hit["result"]()
             return entry
-        self._miss["result"]()
-        return None
+        return None  # counted as a miss by whichever worker produces it (``produce``)
 
     async def produce(
         self,
         transform: Transform,
         negotiated: ImageFormat | None,
-        owner: Callable[[], Awaitable[Entry | None]] | None = None,
+        owner: FetchFromOwner | None = None,
+        seconds_left: float | None = None,
     ) -> tuple[Entry, CacheResult]:
         """After a miss: the rendition from the worker that ``owner`` asks, or, without one or
-        when it cannot be reached, fetched and rendered here. Concurrent calls share the work."""
+        when it cannot be reached, fetched and rendered here. Concurrent calls share the work.
+        One deadline covers it all: ``--request-timeout`` from now, or ``seconds_left`` when
+        shorter (what is left of a sibling worker's client request)."""
+        seconds = self._timeout if seconds_left is None else min(seconds_left, self._timeout)
+        deadline = asyncio.get_running_loop().time() + seconds
         work = (
-            functools.partial(self._produce, transform, negotiated)
+            functools.partial(self._produce, transform, negotiated, deadline)
             if owner is None
-            else functools.partial(self._from_owner, transform, negotiated, owner)
+            else functools.partial(self._from_owner, transform, negotiated, owner, deadline)
         )
         entry, joined = await self._renders.run((transform, negotiated), work)
         if joined:
+            self._miss["result"]()
             self._metrics.coalesced.labels("render").inc()
             return entry, "coalesced"
         return entry, "peer" if "peer" in entry.phases else "miss"
@@ -124,18 +138,23 @@ class ImageService:
         self,
         transform: Transform,
         negotiated: ImageFormat | None,
-        owner: Callable[[], Awaitable[Entry | None]],
+        owner: FetchFromOwner,
+        deadline: float,
     ) -> Entry:
-        async with self._deadline():
-            entry = await owner()
-        if entry is None:  # the owner is restarting: render here
-            return await self._produce(transform, negotiated)
+        # The owner counts this request's result-cache lookup (hit or miss), not this worker.
+        async with self._deadline(deadline):
+            entry = await owner(deadline - asyncio.get_running_loop().time())
+        if entry is None:  # the owner is restarting: render here, within the same deadline
+            return await self._produce(transform, negotiated, deadline)
         self._metrics.peer_fetches.inc()
         self._versions[transform.key] = entry.version
         self._store((transform, negotiated), entry)
         return entry
 
-    async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
+    async def _produce(
+        self, transform: Transform, negotiated: ImageFormat | None, deadline: float
+    ) -> Entry:
+        self._miss["result"]()
         if self._not_found is not None and transform.key in self._not_found:
             self._hit["not_found"]()
             raise NotFound(f"no original at {transform.key!r}")
@@ -147,7 +166,7 @@ class ImageService:
         self._in_progress += 1
         phases: dict[str, float] = {}
         try:
-            async with self._deadline():
+            async with self._deadline(deadline):
                 started = time.perf_counter()
                 # No render slot is held while fetching: a slow origin must not idle the CPU.
                 original = await self._original(transform.key)
@@ -157,10 +176,10 @@ class ImageService:
             self._in_progress -= 1
 
     @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        """The per-request deadline on fetch + render (here or by a sibling worker): 504."""
+    async def _deadline(self, deadline: float) -> AsyncIterator[None]:
+        """The request's deadline (loop time) on fetch + render, here or by a sibling: 504."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 yield
         except TimeoutError:
             raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tofu import access_log, logs
 from tofu.config import Config
-from tofu.peers import Peers
+from tofu.peers import PeerHandler, Peers
 from tofu.render import configure_libvips
 from tofu.server import create_app
 
@@ -35,13 +35,13 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    # Sibling workers reach this one on its own Unix socket (tofu.peers); not access-logged,
-    # their client's request is.
+    # Sibling workers reach this one on its own Unix socket, with their own protocol and
+    # handler (tofu.peers): the public handler knows nothing of peers. Not access-logged: the
+    # client's request is, by the worker that received it.
     runners = [runner]
     if peers is not None:
-        peer_runner = web.ServerRunner(
-            web.Server(app.handle, access_log=None), shutdown_timeout=config.shutdown_timeout
-        )
+        peer_server = web.Server(PeerHandler(app.service).handle, access_log=None)
+        peer_runner = web.ServerRunner(peer_server, shutdown_timeout=config.shutdown_timeout)
         await peer_runner.setup()
         await web.UnixSite(peer_runner, peer_sockets[index]).start()
         runners.append(peer_runner)
