@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from typing import Literal
 
 from cachetools import TTLCache
 
-from tofu.cache import BytesLRU, Memo, SingleFlight
+from tofu.cache import BytesLRU, BytesMemo, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
@@ -33,7 +34,10 @@ from tofu.render import RenderSettings, render
 from tofu.transform import ImageFormat, Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
-_VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
+# Per-key state is bounded in bytes, keys included: unsigned clients choose keys (404s).
+NOT_FOUND_CACHE_BYTES = 16 << 20  # missing keys remembered (a few KB of path each at most)
+VERSIONS_BYTES = 16 << 20  # latest version per origin key (~64k typical keys)
+_NOT_FOUND_ENTRY_OVERHEAD = 256  # a TTLCache entry's links and dict slots, measured: ~200
 
 
 # What the result cache did for a request (also the access log's and metrics' label).
@@ -87,11 +91,14 @@ class ImageService:
             max_item_fraction=config.cache_item_max,
             on_evict=metrics.cache_evictions.labels("original").inc,
         )
-        self._not_found: TTLCache[str, bool] | None = (
-            TTLCache(maxsize=100_000, ttl=config.not_found_ttl) if config.not_found_ttl else None
+        # Missing keys; each value is the entry's accounted size (TTLCache sizes values only).
+        self._not_found: TTLCache[str, int] | None = (
+            TTLCache(NOT_FOUND_CACHE_BYTES, config.not_found_ttl, getsizeof=int)
+            if config.not_found_ttl
+            else None
         )
         # Latest version seen per origin key: a rendition made from an older version is stale.
-        self._versions: Memo[str, str] = Memo(_VERSIONS_KEPT)
+        self._versions: BytesMemo[str, str] = BytesMemo(VERSIONS_BYTES)
         self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
         self._fetches: SingleFlight[str, Original] = SingleFlight()
 
@@ -257,7 +264,9 @@ class ImageService:
         except NotFound:
             self._metrics.origin_errors.labels("not_found").inc()
             if self._not_found is not None:
-                self._not_found[key] = True
+                self._not_found[key] = sys.getsizeof(key) + _NOT_FOUND_ENTRY_OVERHEAD
+                self._metrics.cache_bytes.labels("not_found").set(self._not_found.currsize)
+                self._metrics.cache_entries.labels("not_found").set(len(self._not_found))
             raise
         except OriginTimeout:
             self._metrics.origin_errors.labels("timeout").inc()

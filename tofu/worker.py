@@ -19,11 +19,21 @@ from aiohttp import web
 
 from tofu import access_log, logs
 from tofu.config import Config
+from tofu.metrics import Metrics
 from tofu.peers import PeerHandler, Peers
 from tofu.render import configure_libvips
 from tofu.server import create_app
 
 log = logging.getLogger("tofu")
+_PROCESS_SAMPLE_SECONDS = 5.0
+
+
+async def _sample_process_forever(app_metrics: Metrics) -> None:
+    """Keep this worker's memory/CPU gauges fresh: a scrape reaches one worker, which reads
+    every worker's values from the multiprocess files."""
+    while True:
+        await asyncio.sleep(_PROCESS_SAMPLE_SECONDS)
+        app_metrics.sample_process()
 
 
 async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> None:
@@ -35,6 +45,8 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
+    app.metrics.sample_process()  # before the port opens: every live worker has a sample
+    sampler = asyncio.create_task(_sample_process_forever(app.metrics))
     # Sibling workers reach this one on its own Unix socket, with their own protocol and
     # handler (tofu.peers): the public handler knows nothing of peers. Not access-logged: the
     # client's request is, by the worker that received it.
@@ -63,6 +75,7 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     await asyncio.sleep(config.drain_seconds)
     for each in runners:
         await each.cleanup()
+    sampler.cancel()
     await app.close()
     sink.flush()
     log.info("stopped")
