@@ -21,10 +21,11 @@ import functools
 import hashlib
 import json
 import math
+import operator
 import time
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
 from email.utils import formatdate
 from typing import Any
@@ -51,10 +52,7 @@ Rendition = tuple[Transform, ImageFormat | None]
 
 def encode_rendition(transform: Transform, negotiated: ImageFormat | None) -> bytes:
     """The canonical encoding: equal renditions give equal bytes (sorted keys, no spaces)."""
-    document = {
-        "transform": _to_json(transform, Transform),
-        "negotiated": _to_json(negotiated, ImageFormat | None),
-    }
+    document = {"transform": _encode_transform(transform), "negotiated": _encode_format(negotiated)}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -66,9 +64,7 @@ def decode_rendition(data: bytes) -> Rendition:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     _expect_keys(document, {"transform", "negotiated"})
-    transform = _from_json(document["transform"], Transform)
-    negotiated = _from_json(document["negotiated"], ImageFormat | None)
-    return transform, negotiated
+    return _decode_transform(document["transform"]), _decode_format(document["negotiated"])
 
 
 def owner_of(encoded: bytes, workers: int) -> int:
@@ -78,92 +74,121 @@ def owner_of(encoded: bytes, workers: int) -> int:
     return int.from_bytes(digest, "big") % workers
 
 
+# A codec per type hint, built once from the dataclasses' field types, so that a field added to
+# Transform or Size needs no code here as long as its type is among these: str, int, bool,
+# float, an Enum, a tuple of those, a frozen dataclass, or an optional/union of them.
+_Encode = Callable[[Any], Any]
+_Decode = Callable[[Any], Any]
+
+
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _to_json(value: Any, hint: Any) -> Any:
-    """``value`` as JSON data, driven by its type hint (so new dataclass fields need no code
-    here as long as their types are among these)."""
-    if _is_union(hint):
-        if value is None:
-            return None
-        arm = next(a for a in typing.get_args(hint) if a is not type(None) and _fits(value, a))
-        return _to_json(value, arm)
+def _codec(hint: Any) -> tuple[_Encode, _Decode]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _union_codec(hint)
     if isinstance(hint, type) and is_dataclass(hint):
-        hints = _hints(hint)
-        return {f.name: _to_json(getattr(value, f.name), hints[f.name]) for f in _wire_fields(hint)}
+        return _dataclass_codec(hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return value.value
+        return _enum_codec(hint)
     if typing.get_origin(hint) is tuple:
-        items = _tuple_item_hints(hint, len(value))
-        return [_to_json(item, item_hint) for item, item_hint in zip(value, items, strict=True)]
-    if hint in (str, int, bool, float):
-        return value
+        return _tuple_codec(hint)
+    if hint in (str, int, bool):
+        return _identity, functools.partial(_exact, hint)
+    if hint is float:
+        return _identity, _finite_float
     raise TypeError(f"cannot encode a field of type {hint!r} for a peer")
 
 
-def _from_json(data: Any, hint: Any) -> Any:
-    if _is_union(hint):
-        arms = typing.get_args(hint)
-        if data is None and type(None) in arms:
+def _union_codec(hint: Any) -> tuple[_Encode, _Decode]:
+    arms = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = len(arms) < len(typing.get_args(hint))
+    codecs = [(typing.get_origin(a) or a, *_codec(a)) for a in arms]
+
+    def encode(value: Any) -> Any:
+        if value is None:
             return None
-        for arm in arms:
-            if arm is type(None):
-                continue
+        return next(enc for kind, enc, _ in codecs if isinstance(value, kind))(value)
+
+    def decode(data: Any) -> Any:
+        if data is None and optional:
+            return None
+        for _, _, dec in codecs:
             try:
-                return _from_json(data, arm)
+                return dec(data)
             except ValueError:
                 continue
         raise ValueError(f"{data!r} is none of {hint!r}")
-    if isinstance(hint, type) and is_dataclass(hint):
-        wire = _wire_fields(hint)
-        _expect_keys(data, {f.name for f in wire})
-        values = {f.name: _from_json(data[f.name], _hints(hint)[f.name]) for f in wire}
-        try:
-            return hint(**values)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid {hint.__name__}: {exc}") from None
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(data)
-        except ValueError:
-            raise ValueError(f"{data!r} is not a {hint.__name__}") from None
-    if typing.get_origin(hint) is tuple:
-        if not isinstance(data, list):
-            raise ValueError(f"expected a list, got {data!r}")
-        items = _tuple_item_hints(hint, len(data))
-        return tuple(_from_json(item, each) for item, each in zip(data, items, strict=True))
-    # Exact types: JSON's true is no int, 1 is no str.
-    if hint is float and type(data) in (int, float) and math.isfinite(data):
-        return float(data)
-    if hint in (str, int, bool) and type(data) is hint:
-        return data
-    raise ValueError(f"expected {getattr(hint, '__name__', hint)}, got {data!r}")
+
+    return encode, decode
 
 
-def _wire_fields(cls: type) -> list[Any]:
+def _dataclass_codec(cls: type) -> tuple[_Encode, _Decode]:
+    hints = typing.get_type_hints(cls)
     # Fields a constructor takes; derived ones (a cached hash) are recomputed on arrival.
-    return [f for f in fields(cls) if f.init]
+    wire = [(f.name, *_codec(hints[f.name])) for f in fields(cls) if f.init]
+    names = {name for name, _, _ in wire}
+
+    def encode(value: Any) -> Any:
+        return {name: enc(getattr(value, name)) for name, enc, _ in wire}
+
+    def decode(data: Any) -> Any:
+        _expect_keys(data, names)
+        values = {name: dec(data[name]) for name, _, dec in wire}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid {cls.__name__}: {exc}") from None
+
+    return encode, decode
 
 
-def _is_union(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+def _enum_codec(cls: type[enum.Enum]) -> tuple[_Encode, _Decode]:
+    def decode(data: Any) -> Any:
+        try:
+            return cls(data)
+        except ValueError:
+            raise ValueError(f"{data!r} is not a {cls.__name__}") from None
+
+    return operator.attrgetter("value"), decode
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint) or hint
-    return isinstance(value, origin)
-
-
-def _tuple_item_hints(hint: Any, length: int) -> list[Any]:
+def _tuple_codec(hint: Any) -> tuple[_Encode, _Decode]:
     args = typing.get_args(hint)
-    if len(args) == 2 and args[1] is Ellipsis:
-        return [args[0]] * length
-    if len(args) != length:
-        raise ValueError(f"expected {len(args)} items, got {length}")
-    return list(args)
+    variadic = len(args) == 2 and args[1] is Ellipsis
+    codecs = [_codec(args[0])] if variadic else [_codec(a) for a in args]
+
+    def per_item(length: int) -> list[tuple[_Encode, _Decode]]:
+        return codecs * length if variadic else codecs
+
+    def encode(value: Any) -> Any:
+        return [enc(v) for (enc, _), v in zip(per_item(len(value)), value, strict=True)]
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, list) or (not variadic and len(data) != len(codecs)):
+            raise ValueError(f"expected a list of {len(codecs)} items, got {data!r}")
+        return tuple(dec(d) for (_, dec), d in zip(per_item(len(data)), data, strict=True))
+
+    return encode, decode
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _exact(kind: type, data: Any) -> Any:
+    # Exact types: JSON's true is no int, 1 is no str.
+    if type(data) is not kind:
+        raise ValueError(f"expected {kind.__name__}, got {data!r}")
+    return data
+
+
+def _finite_float(data: Any) -> float:
+    if type(data) not in (int, float) or not math.isfinite(data):
+        raise ValueError(f"expected a number, got {data!r}")
+    return float(data)
+
+
+_encode_transform, _decode_transform = _codec(Transform)
+_encode_format, _decode_format = _codec(ImageFormat | None)
 
 
 def _expect_keys(data: Any, keys: set[str]) -> None:
@@ -212,7 +237,7 @@ class Peers:
         if session is None:
             connector = aiohttp.UnixConnector(path=self._paths[owner])
             session = self._sessions[owner] = aiohttp.ClientSession(connector=connector)
-        headers = {"Content-Type": "application/json", TIMEOUT_HEADER: f"{seconds_left:.3f}"}
+        headers = {"Content-Type": "application/json", TIMEOUT_HEADER: repr(max(seconds_left, 0.0))}
         started = time.perf_counter()
         try:
             async with session.post(
@@ -266,7 +291,7 @@ class PeerHandler:
                 seconds_left = float(request.headers.get(TIMEOUT_HEADER, "nan"))
             except ValueError as exc:
                 raise BadRequest(f"malformed peer request: {exc}") from None
-            if not (math.isfinite(seconds_left) and seconds_left > 0):
+            if not (math.isfinite(seconds_left) and seconds_left >= 0):
                 raise BadRequest(f"malformed peer request: bad {TIMEOUT_HEADER}")
             entry = self._service.cached(transform, negotiated)
             if entry is None:
