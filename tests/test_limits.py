@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 import pytest
 import pyvips
 from aiohttp.test_utils import RawTestServer, TestClient
 
+from tests.support.images import png_claiming
+from tests.support.metrics import metric
+from tests.support.origins import CountingOrigin
 from tests.support.servers import SAMPLES
-from tests.test_cache import CountingOrigin, metric
 from tofu.config import Config
 from tofu.peers import Peers
 from tofu.server import create_app
 from tofu.transform import Size, Transform
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG of ``width`` x ``height`` grey pixels that is tiny on disk (all zeros)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (width + 1)  # filter byte + one byte per pixel
-    idat = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 async def test_overload_sheds_with_503_and_retry_after(make_client, tmp_path):
@@ -83,7 +63,7 @@ async def test_request_deadline_gives_504(make_client):
 
 
 async def test_png_bomb_is_refused_from_its_header(make_client, tmp_path: Path):
-    bomb = png_bomb(30000, 30000)
+    bomb = png_claiming(30000, 30000)
     assert len(bomb) < 100_000
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "bomb.png").write_bytes(bomb)
