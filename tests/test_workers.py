@@ -128,7 +128,7 @@ def test_peer_header_from_a_client_changes_nothing(node: TofuProcess) -> None:
     for _ in range(REPEATS):
         status, headers, body = get(node, target, **{"X-Tofu-Peer": "1"})
         statuses.append(status)
-        assert not any(name.lower().startswith("x-tofu") for name in headers), headers
+        assert not any("tofu" in name.lower() for name in headers), headers
         assert headers["Content-Type"] == "image/jpeg" and body
     assert statuses == [200] * REPEATS
     after = scrape(node.url)
