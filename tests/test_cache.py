@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import pyvips
 
+from tests.support.metrics import metric
+from tests.support.origins import CountingOrigin
 from tests.support.servers import SAMPLES
 from tofu.cache import BytesLRU, SingleFlight
 from tofu.errors import NotFound
-from tofu.origins import Original
-from tofu.origins.disk import DiskOrigin
 
 PHOTO_KEY = "recipes/1203423/5366e857.jpg"
 
@@ -25,34 +24,6 @@ SAFARI_17_ACCEPT = (
 )
 SAFARI_13_ACCEPT = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 CURL_ACCEPT = "*/*"
-
-
-class CountingOrigin:
-    """A disk origin that counts fetches and can be slowed down, so overlap is certain."""
-
-    def __init__(self, root: Path, delay: float = 0.0) -> None:
-        self._disk = DiskOrigin(str(root), max_bytes=64 << 20)
-        self.delay = delay
-        self.fetches: list[str] = []
-
-    async def fetch(self, key: str) -> Original:
-        self.fetches.append(key)
-        await asyncio.sleep(self.delay)
-        return await self._disk.fetch(key)
-
-    async def check(self) -> None:
-        await self._disk.check()
-
-    async def close(self) -> None:
-        await self._disk.close()
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    """The value of one sample in a Prometheus text exposition."""
-    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else "") + r" (\S+)"
-    match = re.search(r"^" + pattern + r"$", text, re.M)
-    assert match, f"{name}{{{labels}}} not in /metrics"
-    return float(match[1])
 
 
 @pytest.fixture

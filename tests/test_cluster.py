@@ -25,6 +25,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.metrics import metric_sum, scrape
+from tests.support.proxies import VARNISHD, nginx_command, render_nginx_conf, render_vcl
 from tests.support.servers import (
     SAMPLES,
     TofuProcess,
@@ -33,7 +35,6 @@ from tests.support.servers import (
     stop_process,
     wait_http,
 )
-from tests.test_deploy import VARNISHD, nginx_command, render_nginx_conf, render_vcl
 
 DRAIN_SECONDS = 1.5
 
@@ -151,10 +152,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 
 def node_metric(node: TofuProcess, name: str) -> float:
     """Sum of all samples of ``name`` on one node's /metrics."""
-    with urllib.request.urlopen(f"{node.url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
+    return metric_sum(scrape(node.url), name)
 
 
 async def test_uri_hashing_spreads_keys_and_pins_each_uri_to_one_node(

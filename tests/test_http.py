@@ -7,7 +7,6 @@ connection, as an attacker would send them.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,36 +15,17 @@ import pytest
 import pyvips
 from aiohttp.test_utils import TestClient
 
-from tofu.origins import Original
-from tofu.origins.disk import DiskOrigin
+from tests.support.images import PDF, SVG, png_claiming
+from tests.support.metrics import metric
+from tests.support.origins import CountingOrigin
+from tests.support.servers import FIXTURES, SAMPLES
 from tofu.signing import sign, url_for
-
-from .support.servers import FIXTURES, SAMPLES
-from .test_render import PDF, SVG, png_claiming
 
 SECRET = "http-test-secret"
 PHOTO_KEY = "recipes/1203423/5366e857.jpg"  # 1600x1000 in samples/
 PHOTO_PATH = "/recipes/1203423/280x194c/5366e857.jpg"
 GOOD_PATH = "/photos/280/photo.jpg"  # in the torture origin below
 MakeClient = Callable[..., Awaitable[TestClient]]
-
-
-class CountingOrigin:
-    """A real disk origin that remembers which keys were fetched."""
-
-    def __init__(self, root: Path, max_bytes: int = 32 << 20) -> None:
-        self._disk = DiskOrigin(str(root), max_bytes=max_bytes)
-        self.fetched: list[str] = []
-
-    async def fetch(self, key: str) -> Original:
-        self.fetched.append(key)
-        return await self._disk.fetch(key)
-
-    async def check(self) -> None:
-        await self._disk.check()
-
-    async def close(self) -> None:
-        await self._disk.close()
 
 
 @pytest.fixture
@@ -113,9 +93,7 @@ def assert_one_line_reason(content_type: str, body: bytes, max_length: int = 10_
 
 async def origin_fetches(client: TestClient) -> float:
     response = await client.get("/metrics")
-    match = re.search(r"^tofu_origin_fetches_total (\S+)$", await response.text(), re.M)
-    assert match
-    return float(match[1])
+    return metric(await response.text(), "tofu_origin_fetches_total")
 
 
 # --- success ----------------------------------------------------------------------------------
@@ -276,12 +254,12 @@ async def test_errors_in_a_row_do_not_wear_the_server_down(dev_client: TestClien
 async def test_traversal_attempts_are_400_or_404(
     make_client: MakeClient, torture_root: Path, target: str
 ) -> None:
-    origin = CountingOrigin(torture_root)
+    origin = CountingOrigin(torture_root, max_bytes=32 << 20)
     client = await make_client(origin_impl=origin, origin=str(torture_root), dev=True)
     status, headers, body = await raw_request(client, target)
     assert status in (400, 404), (status, body)
     assert_one_line_reason(headers["content-type"], body)
-    assert all(".." not in key.split("/") for key in origin.fetched)
+    assert all(".." not in key.split("/") for key in origin.fetches)
     assert (await raw_request(client, GOOD_PATH))[0] == 200
 
 
@@ -314,7 +292,7 @@ async def test_odd_requests_never_cause_a_server_error(dev_client: TestClient, t
 
 @pytest.fixture
 def counting_samples() -> CountingOrigin:
-    return CountingOrigin(SAMPLES)
+    return CountingOrigin(SAMPLES, max_bytes=32 << 20)
 
 
 @pytest.fixture
@@ -342,11 +320,11 @@ async def test_403_is_short_plain_text_and_never_touches_the_origin(
     assert response.status == 403
     text = assert_one_line_reason(response.content_type, await response.read(), max_length=80)
     assert reason in text
-    assert counting_samples.fetched == []
+    assert counting_samples.fetches == []
     assert await origin_fetches(signed_client) == 0
     following = await signed_client.get(url_for(PHOTO_KEY, "280x194c", SECRET))
     assert following.status == 200
-    assert counting_samples.fetched == [PHOTO_KEY]
+    assert counting_samples.fetches == [PHOTO_KEY]
 
 
 async def test_rotated_secrets_both_work_over_http(
@@ -355,7 +333,7 @@ async def test_rotated_secrets_both_work_over_http(
     for secret in (SECRET, "previous-secret"):
         response = await signed_client.get(url_for(PHOTO_KEY, "280x194c", secret))
         assert response.status == 200
-    assert counting_samples.fetched == [PHOTO_KEY]  # the second came from the cache
+    assert counting_samples.fetches == [PHOTO_KEY]  # the second came from the cache
     assert await origin_fetches(signed_client) == 1
 
 

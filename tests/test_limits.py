@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 
 import pytest
 import pyvips
 from aiohttp.test_utils import RawTestServer, TestClient
 
+from tests.support.images import png_claiming
+from tests.support.metrics import metric
+from tests.support.origins import CountingOrigin
 from tests.support.servers import SAMPLES
-from tests.test_cache import CountingOrigin, metric
 from tofu.config import Config
 from tofu.peers import Peers
 from tofu.server import create_app
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG of ``width`` x ``height`` grey pixels that is tiny on disk (all zeros)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (width + 1)  # filter byte + one byte per pixel
-    idat = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
+from tofu.transform import Size, Transform
 
 
 async def test_overload_sheds_with_503_and_retry_after(make_client, tmp_path):
@@ -82,7 +63,7 @@ async def test_request_deadline_gives_504(make_client):
 
 
 async def test_png_bomb_is_refused_from_its_header(make_client, tmp_path: Path):
-    bomb = png_bomb(30000, 30000)
+    bomb = png_claiming(30000, 30000)
     assert len(bomb) < 100_000
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "bomb.png").write_bytes(bomb)
@@ -164,8 +145,9 @@ async def test_unreachable_owner_is_rendered_around(tmp_path):
     client = TestClient(RawTestServer(app.handle))
     await client.start_server()
     try:
-        paths = [f"/recipes/1203423/{width}/5366e857.jpg" for width in range(100, 110)]
-        owned_elsewhere = [p for p in paths if peers.owner(p, None) == 1]
+        key = "recipes/1203423/5366e857.jpg"
+        widths = [w for w in range(100, 110) if peers.owner(Transform(key, Size(w, None)), None)]
+        owned_elsewhere = [f"/recipes/1203423/{width}/5366e857.jpg" for width in widths]
         assert owned_elsewhere  # the hash sends some of them to the missing worker
         for path in owned_elsewhere:
             response = await client.get(path, headers={"Accept": "*/*"})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,14 +16,14 @@ import numpy as np
 import pytest
 import pyvips
 
+from tests.support.images import PDF, SVG, png_claiming
+from tests.support.servers import FIXTURES, SAMPLES
 from tofu.errors import Unprocessable, UnsupportedMediaType
 from tofu.render import RenderSettings, Rendition, render
 from tofu.render.encode import _PROGRESSIVE_MIN_PIXELS, DEFAULT_QUALITY
 from tofu.render.steps import probe
 from tofu.transform import ImageFormat
 from tofu.urls import parse_size
-
-from .support.servers import FIXTURES, SAMPLES
 
 DEFAULTS = RenderSettings()
 PHOTO = SAMPLES / "recipes" / "1203423" / "5366e857.jpg"  # 1600x1000
@@ -553,16 +552,6 @@ def test_random_damage_never_raises_anything_else() -> None:
     assert outcomes["refused"] > 10, outcomes
 
 
-SVG = (
-    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-    b'<rect width="10" height="10" fill="red"/></svg>'
-)
-PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
-)
-
-
 @pytest.mark.parametrize(
     "data",
     [
@@ -596,20 +585,6 @@ def test_other_image_formats_are_unsupported() -> None:
     tiff = gradient(40, 30).tiffsave_buffer()
     with pytest.raises(UnsupportedMediaType):
         run(tiff, "20")
-
-
-def png_claiming(width: int, height: int, rows: int = 8) -> bytes:
-    """A valid PNG header for a ``width`` x ``height`` greyscale image with only ``rows`` rows
-    of (compressed) pixel data: a few hundred bytes that claim to decode to width*height."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * ((width + 1) * rows), 9)
-    signature = b"\x89PNG\r\n\x1a\n"
-    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_is_refused_from_the_header() -> None:

@@ -7,6 +7,7 @@ concurrent callers with the same key share one piece of work.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -81,6 +82,34 @@ class Memo(dict[K, V]):
         if len(self) >= self.max_entries and key not in self:
             self.clear()
         super().__setitem__(key, value)
+
+
+class BytesMemo(dict[K, V]):
+    """A plain dict that forgets everything once its keys and values would hold more than
+    ``max_bytes`` (``sys.getsizeof`` of each, plus the dict's own slot): lookups at C speed on
+    the hit path, and unique long keys cannot grow it without bound. For memos where a
+    forgotten entry only costs recomputing it."""
+
+    SLOT_BYTES = 64  # a dict entry (hash, key, value) and its index, amortised over resizes
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        size = sys.getsizeof(key) + sys.getsizeof(value) + self.SLOT_BYTES
+        previous = self.get(key)
+        if previous is not None:
+            self.bytes -= sys.getsizeof(key) + sys.getsizeof(previous) + self.SLOT_BYTES
+        elif self.bytes + size > self.max_bytes:
+            self.clear()
+        super().__setitem__(key, value)
+        self.bytes += size
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
 
 
 class SingleFlight(Generic[K, V]):

@@ -1,13 +1,16 @@
 """Prometheus metrics of one tofu process, registered on a registry the app owns.
 
 With several worker processes the values live in prometheus-client's multiprocess files
-(``PROMETHEUS_MULTIPROC_DIR``) and ``/metrics`` on any worker aggregates all of them.
+(``PROMETHEUS_MULTIPROC_DIR``) and ``/metrics`` on any worker aggregates all of them. The
+process collector does not work across processes, so each worker also exports its own memory
+and CPU time as gauges labelled by pid (``sample_process``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -23,6 +26,8 @@ from prometheus_client import (
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CACHES = ("result", "original", "not_found")
 PHASES = ("fetch", "queue", "render", "encode")
+# prometheus-client's multiprocess files: {counter|gauge_<mode>|histogram|summary}_<pid>.db
+_MULTIPROCESS_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_[0-9]+\.db")
 
 
 def _libvips_tracked_memory() -> Callable[[], int] | None:
@@ -41,7 +46,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu seconds, fds
+        ProcessCollector(registry=r)  # process_*: one process only (not multiprocess-aware)
+        self._process = ProcessCollector(registry=None)  # read by sample_process
         self._vips_memory_now = _libvips_tracked_memory()
         self.requests = Counter(
             "tofu_requests", "HTTP requests served", ["status", "cache"], registry=r
@@ -119,6 +125,19 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        # "liveall": one series per live worker, labelled by pid; sum them for the node.
+        self.worker_memory = Gauge(
+            "tofu_worker_resident_memory_bytes",
+            "resident memory of a worker process",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
+        self.worker_cpu = Gauge(
+            "tofu_worker_cpu_seconds",
+            "CPU time (user + system) a worker process has used",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
         for cache in CACHES:
             for counter in (self.cache_hits, self.cache_misses, self.cache_evictions):
                 counter.labels(cache)
@@ -129,11 +148,33 @@ class Metrics:
         if self._vips_memory_now is not None:
             self.vips_memory.set(self._vips_memory_now())
 
+    def sample_process(self) -> None:
+        """Set this process's memory and CPU gauges (every few seconds and on each scrape)."""
+        for family in self._process.collect():
+            if family.name == "process_resident_memory_bytes":
+                self.worker_memory.set(family.samples[0].value)
+            elif family.name == "process_cpu_seconds":
+                self.worker_cpu.set(family.samples[0].value)
+
     def exposition(self) -> bytes:
         """The text exposition: this process's registry, or every worker's in multiprocess mode."""
+        self.sample_process()
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not directory:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=directory)
         return generate_latest(merged)
+
+
+def clear_multiprocess_dir(directory: str) -> int:
+    """Remove a previous run's prometheus-client files from ``directory`` (created if missing),
+    so that their counters are not merged into this run's; other files are left alone.
+    Returns how many were removed."""
+    os.makedirs(directory, exist_ok=True)
+    removed = 0
+    for name in os.listdir(directory):
+        if _MULTIPROCESS_FILE.fullmatch(name):
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+    return removed

@@ -24,10 +24,11 @@ _RESPAWN_PAUSE = 1.0
 
 def run(config: Config) -> None:
     """Serve ``config``: in this process with one worker, else as a master of N workers."""
+    logs.configure(config.log_level, config.log_format)
+    _clear_operator_metrics_dir()
     if config.workers == 1:
         _worker_main(config)
         return
-    logs.configure(config.log_level, config.log_format)
     with (
         tempfile.TemporaryDirectory(prefix="tofu-metrics-") as metrics_dir,
         tempfile.TemporaryDirectory(prefix="tofu-peers-") as peers_dir,
@@ -79,6 +80,18 @@ def _supervise(config: Config, sockets: list[str], memory_path: str) -> None:
     for process in workers:
         process.join()
     log.info("all workers stopped")
+
+
+def _clear_operator_metrics_dir() -> None:
+    """A PROMETHEUS_MULTIPROC_DIR the operator set may hold a previous run's files (a
+    container restarted over the same volume): merged in, they would inflate every counter."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from tofu.metrics import clear_multiprocess_dir
+
+        removed = clear_multiprocess_dir(directory)
+        if removed:
+            log.info("removed %d metrics files of a previous run from %s", removed, directory)
 
 
 def _mark_dead(process: multiprocessing.process.BaseProcess) -> None:

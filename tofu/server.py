@@ -7,9 +7,7 @@ request -> parse URL (``urls``) -> verify (``signing``) -> cache/origin/render (
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -21,11 +19,10 @@ from tofu.errors import Overloaded, TofuError
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
-from tofu.peers import PEER_HEADER, VERSION_HEADER, Peers
+from tofu.peers import Peers
 from tofu.render_memory import RenderMemory
 from tofu.service import Entry, ImageService
 from tofu.signing import Guard
-from tofu.transform import ImageFormat
 from tofu.urls import ParsedPath, parse_path
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
@@ -97,8 +94,6 @@ class Handlers:
         self._verified: Memo[str, ParsedPath] = Memo(_VERIFIED_PATHS)
 
     def _count(self, request: web.BaseRequest, status: int, cache: str, seconds: float) -> None:
-        if PEER_HEADER in request.headers:
-            return  # a sibling worker's request: the client's is counted there
         inc = self._requests.get((status, cache))
         if inc is None:
             inc = self._requests[(status, cache)] = self._metrics.requests.labels(
@@ -131,9 +126,10 @@ class Handlers:
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
             entry = self._service.cached(parsed.transform, negotiated)
             if entry is None:
-                entry, log.cache = await self._service.produce(
-                    parsed.transform, negotiated, self._owner(request, raw_path, negotiated)
+                owner = (
+                    None if self._peers is None else self._peers.route(parsed.transform, negotiated)
                 )
+                entry, log.cache = await self._service.produce(parsed.transform, negotiated, owner)
                 log.phases = entry.phases
             else:
                 log.cache = "hit"
@@ -145,25 +141,11 @@ class Handlers:
         self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
 
-    def _owner(
-        self, request: web.BaseRequest, raw_path: str, negotiated: ImageFormat | None
-    ) -> Callable[[], Awaitable[Entry | None]] | None:
-        """How to ask the sibling worker that owns this rendition, if it is not this one."""
-        if self._peers is None or PEER_HEADER in request.headers:
-            return None
-        owner = self._peers.owner(raw_path, negotiated)
-        if owner == self._peers.index:
-            return None
-        accept = request.headers.get("Accept", "")
-        return functools.partial(self._peers.fetch, owner, raw_path, accept)
-
     def _respond(self, request: web.BaseRequest, entry: Entry, varies: bool) -> web.Response:
         headers = {
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
         }
-        if PEER_HEADER in request.headers:
-            headers[VERSION_HEADER] = entry.version
         if entry.last_modified_http is not None:
             headers["Last-Modified"] = entry.last_modified_http
         if varies:

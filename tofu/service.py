@@ -3,6 +3,10 @@
 Hits are answered from memory on the event loop. Misses are coalesced (one fetch per original,
 one render per rendition), admitted through a bounded number of render slots with a bounded
 queue (beyond it: 503), and rendered in a thread pool so the event loop never blocks.
+
+Result-cache metrics count each client request once per node: a hit where a cached rendition
+answered it (the receiving worker's, or the owner worker's for a routed miss), a miss where it
+was produced (counted by the worker that produced it or joined its production).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +25,7 @@ from typing import Literal
 
 from cachetools import TTLCache
 
-from tofu.cache import BytesLRU, Memo, SingleFlight
+from tofu.cache import BytesLRU, BytesMemo, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
@@ -30,7 +35,10 @@ from tofu.render_memory import RenderMemory
 from tofu.transform import ImageFormat, Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
-_VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
+# Per-key state is bounded in bytes, keys included: unsigned clients choose keys (404s).
+NOT_FOUND_CACHE_BYTES = 16 << 20  # missing keys remembered (a few KB of path each at most)
+VERSIONS_BYTES = 16 << 20  # latest version per origin key (~64k typical keys)
+_NOT_FOUND_ENTRY_OVERHEAD = 256  # a TTLCache entry's links and dict slots, measured: ~200
 
 
 # What the result cache did for a request (also the access log's and metrics' label).
@@ -49,6 +57,11 @@ class Entry:
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
     phases: dict[str, float]  # seconds spent producing it here: fetch, queue, render, encode
+
+
+# Asks the sibling worker that owns a rendition for it (``tofu.peers``), given the seconds left
+# of the request's deadline: its Entry, its error raised, or None when it cannot be reached.
+FetchFromOwner = Callable[[float], Awaitable[Entry | None]]
 
 
 class ImageService:
@@ -90,11 +103,14 @@ class ImageService:
             max_item_fraction=config.cache_item_max,
             on_evict=metrics.cache_evictions.labels("original").inc,
         )
-        self._not_found: TTLCache[str, bool] | None = (
-            TTLCache(maxsize=100_000, ttl=config.not_found_ttl) if config.not_found_ttl else None
+        # Missing keys; each value is the entry's accounted size (TTLCache sizes values only).
+        self._not_found: TTLCache[str, int] | None = (
+            TTLCache(NOT_FOUND_CACHE_BYTES, config.not_found_ttl, getsizeof=int)
+            if config.not_found_ttl
+            else None
         )
         # Latest version seen per origin key: a rendition made from an older version is stale.
-        self._versions: Memo[str, str] = Memo(_VERSIONS_KEPT)
+        self._versions: BytesMemo[str, str] = BytesMemo(VERSIONS_BYTES)
         self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
         self._fetches: SingleFlight[str, Original] = SingleFlight()
 
@@ -110,24 +126,29 @@ class ImageService:
         if entry is not None and self._versions.get(transform.key, entry.version) == entry.version:
             self._hit["result"]()
             return entry
-        self._miss["result"]()
-        return None
+        return None  # counted as a miss by whichever worker produces it (``produce``)
 
     async def produce(
         self,
         transform: Transform,
         negotiated: ImageFormat | None,
-        owner: Callable[[], Awaitable[Entry | None]] | None = None,
+        owner: FetchFromOwner | None = None,
+        seconds_left: float | None = None,
     ) -> tuple[Entry, CacheResult]:
         """After a miss: the rendition from the worker that ``owner`` asks, or, without one or
-        when it cannot be reached, fetched and rendered here. Concurrent calls share the work."""
+        when it cannot be reached, fetched and rendered here. Concurrent calls share the work.
+        One deadline covers it all: ``--request-timeout`` from now, or ``seconds_left`` when
+        shorter (what is left of a sibling worker's client request)."""
+        seconds = self._timeout if seconds_left is None else min(seconds_left, self._timeout)
+        deadline = asyncio.get_running_loop().time() + seconds
         work = (
-            functools.partial(self._produce, transform, negotiated)
+            functools.partial(self._produce, transform, negotiated, deadline)
             if owner is None
-            else functools.partial(self._from_owner, transform, negotiated, owner)
+            else functools.partial(self._from_owner, transform, negotiated, owner, deadline)
         )
         entry, joined = await self._renders.run((transform, negotiated), work)
         if joined:
+            self._miss["result"]()
             self._metrics.coalesced.labels("render").inc()
             return entry, "coalesced"
         return entry, "peer" if "peer" in entry.phases else "miss"
@@ -136,18 +157,23 @@ class ImageService:
         self,
         transform: Transform,
         negotiated: ImageFormat | None,
-        owner: Callable[[], Awaitable[Entry | None]],
+        owner: FetchFromOwner,
+        deadline: float,
     ) -> Entry:
-        async with self._deadline():
-            entry = await owner()
-        if entry is None:  # the owner is restarting: render here
-            return await self._produce(transform, negotiated)
+        # The owner counts this request's result-cache lookup (hit or miss), not this worker.
+        async with self._deadline(deadline):
+            entry = await owner(deadline - asyncio.get_running_loop().time())
+        if entry is None:  # the owner is restarting: render here, within the same deadline
+            return await self._produce(transform, negotiated, deadline)
         self._metrics.peer_fetches.inc()
         self._versions[transform.key] = entry.version
         self._store((transform, negotiated), entry)
         return entry
 
-    async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
+    async def _produce(
+        self, transform: Transform, negotiated: ImageFormat | None, deadline: float
+    ) -> Entry:
+        self._miss["result"]()
         if self._not_found is not None and transform.key in self._not_found:
             self._hit["not_found"]()
             raise NotFound(f"no original at {transform.key!r}")
@@ -159,7 +185,7 @@ class ImageService:
         self._in_progress += 1
         phases: dict[str, float] = {}
         try:
-            async with self._deadline():
+            async with self._deadline(deadline):
                 started = time.perf_counter()
                 # No render slot is held while fetching: a slow origin must not idle the CPU.
                 original = await self._original(transform.key)
@@ -169,10 +195,10 @@ class ImageService:
             self._in_progress -= 1
 
     @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        """The per-request deadline on fetch + render (here or by a sibling worker): 504."""
+    async def _deadline(self, deadline: float) -> AsyncIterator[None]:
+        """The request's deadline (loop time) on fetch + render, here or by a sibling: 504."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 yield
         except TimeoutError:
             raise OriginTimeout(f"rendering did not finish within {self._timeout:g}s") from None
@@ -271,7 +297,9 @@ class ImageService:
         except NotFound:
             self._metrics.origin_errors.labels("not_found").inc()
             if self._not_found is not None:
-                self._not_found[key] = True
+                self._not_found[key] = sys.getsizeof(key) + _NOT_FOUND_ENTRY_OVERHEAD
+                self._metrics.cache_bytes.labels("not_found").set(self._not_found.currsize)
+                self._metrics.cache_entries.labels("not_found").set(len(self._not_found))
             raise
         except OriginTimeout:
             self._metrics.origin_errors.labels("timeout").inc()

@@ -19,12 +19,22 @@ from aiohttp import web
 
 from tofu import access_log, logs
 from tofu.config import Config
-from tofu.peers import Peers
+from tofu.metrics import Metrics
+from tofu.peers import PeerHandler, Peers
 from tofu.render import configure_libvips
 from tofu.render_memory import RenderMemory
 from tofu.server import create_app
 
 log = logging.getLogger("tofu")
+_PROCESS_SAMPLE_SECONDS = 5.0
+
+
+async def _sample_process_forever(app_metrics: Metrics) -> None:
+    """Keep this worker's memory/CPU gauges fresh: a scrape reaches one worker, which reads
+    every worker's values from the multiprocess files."""
+    while True:
+        await asyncio.sleep(_PROCESS_SAMPLE_SECONDS)
+        app_metrics.sample_process()
 
 
 async def _serve(
@@ -39,13 +49,15 @@ async def _serve(
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    # Sibling workers reach this one on its own Unix socket (tofu.peers); not access-logged,
-    # their client's request is.
+    app.metrics.sample_process()  # before the port opens: every live worker has a sample
+    sampler = asyncio.create_task(_sample_process_forever(app.metrics))
+    # Sibling workers reach this one on its own Unix socket, with their own protocol and
+    # handler (tofu.peers): the public handler knows nothing of peers. Not access-logged: the
+    # client's request is, by the worker that received it.
     runners = [runner]
     if peers is not None:
-        peer_runner = web.ServerRunner(
-            web.Server(app.handle, access_log=None), shutdown_timeout=config.shutdown_timeout
-        )
+        peer_server = web.Server(PeerHandler(app.service).handle, access_log=None)
+        peer_runner = web.ServerRunner(peer_server, shutdown_timeout=config.shutdown_timeout)
         await peer_runner.setup()
         await web.UnixSite(peer_runner, peer_sockets[index]).start()
         runners.append(peer_runner)
@@ -67,6 +79,7 @@ async def _serve(
     await asyncio.sleep(config.drain_seconds)
     for each in runners:
         await each.cleanup()
+    sampler.cancel()
     await app.close()
     memory.close()
     sink.flush()
