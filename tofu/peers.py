@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 
 import aiohttp
 
 from tofu.errors import error_for_status
+from tofu.negotiate import Negotiated
 from tofu.service import Entry
-from tofu.transform import ImageFormat
 
 PEER_HEADER = "X-Tofu-Peer"  # marks a request from a sibling worker: never routed on
 VERSION_HEADER = "X-Tofu-Version"  # the original's version, on answers to siblings
@@ -31,17 +31,20 @@ class Peers:
         self._paths = list(socket_paths)
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
-    def owner(self, raw_path: str, negotiated: ImageFormat | None) -> int:
-        key = raw_path if negotiated is None else f"{raw_path}|{negotiated.value}"
+    def owner(self, raw_path: str, negotiated: Negotiated | None) -> int:
+        key = raw_path if negotiated is None else f"{raw_path}|{negotiated.tag}"
         return zlib.crc32(key.encode()) % len(self._paths)
 
-    async def fetch(self, owner: int, raw_path: str, accept: str) -> Entry | None:
-        """The owner's rendition, its error, or None when the owner cannot be reached."""
+    async def fetch(
+        self, owner: int, raw_path: str, accept: str, hints: Mapping[str, str] | None = None
+    ) -> Entry | None:
+        """The owner's rendition, its error, or None when the owner cannot be reached.
+        ``hints``: the client hint headers, so that the owner adapts the size alike."""
         session = self._sessions.get(owner)
         if session is None:
             connector = aiohttp.UnixConnector(path=self._paths[owner])
             session = self._sessions[owner] = aiohttp.ClientSession(connector=connector)
-        headers = {"Accept": accept, PEER_HEADER: "1"}
+        headers = {**(hints or {}), "Accept": accept, PEER_HEADER: "1"}
         started = time.perf_counter()
         try:
             async with session.get(f"http://tofu{raw_path}", headers=headers) as response:

@@ -18,13 +18,13 @@ from aiohttp import web
 from tofu.cache import Memo
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError
+from tofu.hints import ACCEPT_CH, HINT_HEADERS, ClientHints
 from tofu.metrics import Metrics
-from tofu.negotiate import Negotiator
+from tofu.negotiate import Negotiated, Negotiator
 from tofu.origins import Origin, open_origin
 from tofu.peers import PEER_HEADER, VERSION_HEADER, Peers
 from tofu.service import Entry, ImageService
 from tofu.signing import Guard
-from tofu.transform import ImageFormat
 from tofu.urls import ParsedPath, parse_path
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
@@ -89,6 +89,12 @@ class Handlers:
         self._health = health
         self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
         self._negotiator = Negotiator(config.negotiate)
+        self._hints = ClientHints(
+            client_hints=config.client_hints,
+            save_data=config.save_data,
+            max_side=config.max_output_side,
+        )
+        self._accept_ch = ACCEPT_CH if config.client_hints else None
         self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], object] = {}
@@ -111,7 +117,7 @@ class Handlers:
         log = RequestLog()
         request[REQUEST_LOG] = log
         negotiated = None
-        varies = False
+        vary: tuple[str, ...] = ()
         try:
             raw_path = request.raw_path.partition("?")[0]
             parsed = self._verified.get(raw_path)
@@ -125,13 +131,17 @@ class Handlers:
                 self._guard.check(parsed)
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
-            if parsed.transform.size.format is None and self._negotiator.preference:
-                varies = True
+            transform = parsed.transform
+            if transform.size.format is None and self._negotiator.preference:
+                vary = ("Accept",)
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
-            entry = self._service.cached(parsed.transform, negotiated)
+            if self._hints.enabled:
+                transform, hinted = self._hints.adapt(transform, parsed.adapt, request.headers)
+                vary += hinted
+            entry = self._service.cached(transform, negotiated)
             if entry is None:
                 entry, log.cache = await self._service.produce(
-                    parsed.transform, negotiated, self._owner(request, raw_path, negotiated)
+                    transform, negotiated, self._owner(request, raw_path, negotiated)
                 )
                 log.phases = entry.phases
             else:
@@ -140,12 +150,12 @@ class Handlers:
             log.error = exc.reason
             self._count(request, exc.status, log.cache, time.perf_counter() - started)
             return error_response(exc)
-        response = self._respond(request, entry, varies)
+        response = self._respond(request, entry, vary)
         self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
 
     def _owner(
-        self, request: web.BaseRequest, raw_path: str, negotiated: ImageFormat | None
+        self, request: web.BaseRequest, raw_path: str, negotiated: Negotiated | None
     ) -> Callable[[], Awaitable[Entry | None]] | None:
         """How to ask the sibling worker that owns this rendition, if it is not this one."""
         if self._peers is None or PEER_HEADER in request.headers:
@@ -154,9 +164,12 @@ class Handlers:
         if owner == self._peers.index:
             return None
         accept = request.headers.get("Accept", "")
-        return functools.partial(self._peers.fetch, owner, raw_path, accept)
+        hints = {h: request.headers[h] for h in HINT_HEADERS if h in request.headers}
+        return functools.partial(self._peers.fetch, owner, raw_path, accept, hints)
 
-    def _respond(self, request: web.BaseRequest, entry: Entry, varies: bool) -> web.Response:
+    def _respond(
+        self, request: web.BaseRequest, entry: Entry, vary: tuple[str, ...]
+    ) -> web.Response:
         headers = {
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
@@ -165,8 +178,10 @@ class Handlers:
             headers[VERSION_HEADER] = entry.version
         if entry.last_modified_http is not None:
             headers["Last-Modified"] = entry.last_modified_http
-        if varies:
-            headers["Vary"] = "Accept"
+        if vary:
+            headers["Vary"] = self._hints.vary(vary)
+        if self._accept_ch is not None:
+            headers["Accept-CH"] = self._accept_ch
         if _not_modified(request, entry):
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = entry.media_type

@@ -24,9 +24,10 @@ from tofu.cache import BytesLRU, Memo, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
+from tofu.negotiate import Negotiated
 from tofu.origins import Origin, Original
 from tofu.render import RenderSettings, render
-from tofu.transform import ImageFormat, Transform
+from tofu.transform import Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
 _VERSIONS_KEPT = 200_000  # origin keys whose latest version is remembered
@@ -57,6 +58,7 @@ class ImageService:
         self._settings = RenderSettings(
             max_source_pixels=config.max_source_pixels,
             max_frames=config.max_frames,
+            max_animation_pixels=config.max_animation_pixels,
             max_output_side=config.max_output_side,
             avif_effort=config.avif_effort,
         )
@@ -66,7 +68,7 @@ class ImageService:
         self._max_in_progress = config.max_renders + config.max_queue
         self._in_progress = 0
 
-        self._results: BytesLRU[tuple[Transform, ImageFormat | None], Entry] = BytesLRU(
+        self._results: BytesLRU[tuple[Transform, Negotiated | None], Entry] = BytesLRU(
             config.cache_size,
             lambda e: len(e.body) + _ENTRY_OVERHEAD,
             max_item_fraction=config.cache_item_max,
@@ -83,7 +85,7 @@ class ImageService:
         )
         # Latest version seen per origin key: a rendition made from an older version is stale.
         self._versions: Memo[str, str] = Memo(_VERSIONS_KEPT)
-        self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
+        self._renders: SingleFlight[tuple[Transform, Negotiated | None], Entry] = SingleFlight()
         self._fetches: SingleFlight[str, Original] = SingleFlight()
 
         m = metrics
@@ -91,7 +93,7 @@ class ImageService:
         self._miss = {c: m.cache_misses.labels(c).inc for c in ("result", "original")}
         self._phase = {p: m.phase_seconds.labels(p).observe for p in PHASES}
 
-    def cached(self, transform: Transform, negotiated: ImageFormat | None) -> Entry | None:
+    def cached(self, transform: Transform, negotiated: Negotiated | None) -> Entry | None:
         """The cached rendition, if it is there and was made from the latest known version of
         its original. Synchronous: a hit never leaves the event loop's current step."""
         entry = self._results.get((transform, negotiated))
@@ -104,7 +106,7 @@ class ImageService:
     async def produce(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         owner: Callable[[], Awaitable[Entry | None]] | None = None,
     ) -> tuple[Entry, CacheResult]:
         """After a miss: the rendition from the worker that ``owner`` asks, or, without one or
@@ -123,7 +125,7 @@ class ImageService:
     async def _from_owner(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         owner: Callable[[], Awaitable[Entry | None]],
     ) -> Entry:
         async with self._deadline():
@@ -135,7 +137,7 @@ class ImageService:
         self._store((transform, negotiated), entry)
         return entry
 
-    async def _produce(self, transform: Transform, negotiated: ImageFormat | None) -> Entry:
+    async def _produce(self, transform: Transform, negotiated: Negotiated | None) -> Entry:
         if self._not_found is not None and transform.key in self._not_found:
             self._hit["not_found"]()
             raise NotFound(f"no original at {transform.key!r}")
@@ -168,7 +170,7 @@ class ImageService:
     async def _render_in_slot(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         original: Original,
         phases: dict[str, float],
     ) -> Entry:
@@ -214,7 +216,7 @@ class ImageService:
         self._store((transform, negotiated), entry)
         return entry
 
-    def _store(self, key: tuple[Transform, ImageFormat | None], entry: Entry) -> None:
+    def _store(self, key: tuple[Transform, Negotiated | None], entry: Entry) -> None:
         self._results.put(key, entry)
         self._metrics.cache_bytes.labels("result").set(self._results.bytes)
         self._metrics.cache_entries.labels("result").set(len(self._results))

@@ -7,6 +7,7 @@ The steps, in order, each a small function in ``steps.py``:
 2. ``plan``       the geometry: target box, crop, never upscaling unless asked
 3. ``shrink``     one libvips ``thumbnail`` call: orient (EXIF), colour-manage to sRGB,
                   shrink-on-load, resize, centre or smart crop; animated: the first frame
+                  (animations within budget take their own path: ``animated.py``)
 4. ``crop_focal`` crop around a focal point, when the URL names one
 5. ``to_8bit``    16-bit sources to 8 bits per sample
 6. ``flatten``    alpha onto a white background when the output format has none (JPEG)
@@ -21,6 +22,9 @@ import time
 import pyvips
 
 from tofu.errors import Unprocessable
+from tofu.formats import FORMATS
+from tofu.negotiate import Negotiated
+from tofu.render.animated import animated_output, render_animated
 from tofu.render.encode import encode
 from tofu.render.runtime import configure_libvips, release_freed_memory
 from tofu.render.steps import (
@@ -32,8 +36,9 @@ from tofu.render.steps import (
     probe,
     shrink,
     to_8bit,
+    vips_reason,
 )
-from tofu.transform import ImageFormat, Size
+from tofu.transform import Size
 
 __all__ = ["RenderSettings", "Rendition", "configure_libvips", "render"]
 
@@ -46,14 +51,18 @@ def render(
     data: bytes,
     size: Size,
     settings: RenderSettings,
-    negotiated: ImageFormat | None = None,
+    negotiated: Negotiated | None = None,
 ) -> Rendition:
     """Render ``data`` at ``size``. The output format is the URL's, else ``negotiated`` (from the
-    Accept header), else the source's family. Raises ``UnsupportedMediaType`` or
-    ``Unprocessable``; never anything else for bad input."""
+    Accept header), else the source's family; animated sources within budget stay animated
+    (``animated.py``). Raises ``UnsupportedMediaType`` or ``Unprocessable``; never anything
+    else for bad input."""
     started = time.perf_counter()
     source = probe(data, settings)
-    output = size.format or negotiated or source.family
+    animated = animated_output(source, size, settings, negotiated)
+    if animated is not None:
+        return render_animated(data, source, size, animated, settings)
+    output = size.format or (negotiated.still if negotiated else None) or source.family
     geometry = plan(source, size, settings)
     try:
         image = shrink(data, source, geometry)
@@ -66,14 +75,15 @@ def render(
         image = image.copy_memory()
     except pyvips.Error as exc:
         # A corrupt body surfaces when pixels are computed, not in probe.
-        raise Unprocessable(f"cannot decode the original: {_first_line(exc)}") from None
+        raise Unprocessable(f"cannot decode the original: {vips_reason(exc)}") from None
     resized = time.perf_counter()
     if source.width * source.height >= _TRIM_AFTER_PIXELS:
         release_freed_memory()  # its decode buffers are gone now
     try:
-        body = encode(image, output, size.quality, settings)
+        quality = FORMATS[output].quality(size.quality, size.save_data)
+        body = encode(image, output, quality, settings)
     except pyvips.Error as exc:
-        raise Unprocessable(f"cannot encode {output.value}: {_first_line(exc)}") from None
+        raise Unprocessable(f"cannot encode {output.value}: {vips_reason(exc)}") from None
     return Rendition(
         body,
         output,
@@ -82,9 +92,3 @@ def render(
         resize_seconds=resized - started,
         encode_seconds=time.perf_counter() - resized,
     )
-
-
-def _first_line(exc: pyvips.Error) -> str:
-    lines = [line.strip() for line in str(exc).splitlines()]
-    detail = [line for line in lines[1:] if line and not line.startswith("unable to call")]
-    return (detail or lines or ["unknown error"])[0][:200]
