@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import pyvips
 
+from tofu.errors import Unprocessable, UnsupportedMediaType
 from tofu.negotiate import Negotiated, Negotiator
 from tofu.render import RenderSettings, Rendition, render
 from tofu.transform import ImageFormat
@@ -243,3 +244,19 @@ async def test_over_budget_over_http_is_a_still(make_client, animated_root) -> N
     assert response.headers["Content-Type"] == "image/avif"
     image = pyvips.Image.new_from_buffer(await response.read(), "")
     assert (image.width, image.height) == (60, 30)
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("negotiated", [None, CHROME])
+def test_truncated_animations_are_refused_cleanly(
+    fmt: str, fraction: float, negotiated: Negotiated | None
+) -> None:
+    data = animation(fmt)
+    cut = data[: int(len(data) * fraction)]
+    try:
+        result = run(cut, "60x40c", negotiated)
+    except (Unprocessable, UnsupportedMediaType):
+        return  # a clear 4xx
+    assert result.body  # libvips decoded what was there: still a valid image
+    assert pyvips.Image.new_from_buffer(result.body, "").width == 60
