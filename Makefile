@@ -15,16 +15,18 @@ $(STAMP): pyproject.toml
 
 # Real programs the tests run next to tofu: nginx (load balancer, image_filter peer),
 # Varnish (CDN stand-in), wrk (load), docker-compose (offline `config` check of the compose
-# file; no engine is needed). Installed from Debian when missing.
+# file; no engine is needed), chromium (the browser test, driven by Playwright). Installed
+# from Debian when missing.
 system-deps:
 	@if ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null \
 	    || ! command -v wrk >/dev/null || ! command -v docker-compose >/dev/null \
+	    || ! command -v chromium >/dev/null \
 	    || [ ! -e /usr/lib/nginx/modules/ngx_http_image_filter_module.so ]; then \
-	  echo "installing nginx, varnish, wrk, docker-compose from Debian"; \
+	  echo "installing nginx, varnish, wrk, docker-compose, chromium from Debian"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends \
-	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose >/dev/null; \
+	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose chromium >/dev/null; \
 	fi
 
 serve: $(STAMP)

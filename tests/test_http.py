@@ -182,7 +182,7 @@ DEV_ERRORS = [
     ("/photos/280q101/photo.jpg", 400, "quality must be 1-100"),
     ("/photos/280q0/photo.jpg", 400, "quality must be 1-100"),
     ("/photos/280@5x/photo.jpg", 400, "DPR"),
-    ("/photos/280.gif/photo.jpg", 400, "unknown format"),
+    ("/photos/280.bmp/photo.jpg", 400, "unknown format"),
     ("/photos/banana/photo.jpg", 400, "no width or height"),
     ("/photos/280zz/photo.jpg", 400, "cannot parse"),
     ("/photo.jpg", 400, "expected /{prefix...}/{size}/{name}"),

@@ -31,6 +31,7 @@ from tofu.peers import (
     owner_of,
 )
 from tofu.server import App, create_app
+from tofu.negotiate import Negotiated
 from tofu.transform import ImageFormat, Transform
 from tofu.urls import parse_path
 
@@ -49,8 +50,16 @@ def transform(key: str, token: str) -> Transform:
 # --- the wire form -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("negotiated", [None, *ImageFormat])
-def test_every_rendition_round_trips_exactly(negotiated: ImageFormat | None) -> None:
+NEGOTIATED = [
+    None,
+    Negotiated(None, ImageFormat.GIF),
+    *(Negotiated(still, ImageFormat.WEBP) for still in ImageFormat),
+]
+WEBP = Negotiated(ImageFormat.WEBP, ImageFormat.WEBP)
+
+
+@pytest.mark.parametrize("negotiated", NEGOTIATED)
+def test_every_rendition_round_trips_exactly(negotiated: Negotiated | None) -> None:
     for key in KEYS:
         for token in TOKENS:
             original = transform(key, token)
@@ -65,7 +74,7 @@ def test_spellings_of_one_rendition_encode_and_route_alike() -> None:
     spellings = ["280x194", "280x194s", "140x97@2x", "140x97s@2x"]
     encoded = {encode_rendition(transform(PHOTO_KEY, t), None) for t in spellings}
     assert len(encoded) == 1
-    assert encode_rendition(transform(PHOTO_KEY, "280x194"), ImageFormat.WEBP) not in encoded
+    assert encode_rendition(transform(PHOTO_KEY, "280x194"), WEBP) not in encoded
 
 
 def test_owner_is_stable_across_processes() -> None:
@@ -115,6 +124,8 @@ def _with(path: tuple[str, ...], value: object) -> bytes:
         _with(("extra",), 1),
         _with(("negotiated",), KeyError),
         _with(("negotiated",), "gif"),
+        _with(("negotiated",), {"still": "gif"}),
+        _with(("negotiated",), {"still": None, "animated": "bmp"}),
         _with(("transform", "size", "width"), True),  # a bool is no int
         _with(("transform", "size", "width"), "280"),
         _with(("transform", "size", "width"), 280.0),
@@ -164,11 +175,11 @@ async def test_owner_answers_the_rendition_it_is_sent(owner: tuple[App, str]) ->
     app, path = owner
     peers = Peers(0, ["/nonexistent/me.sock", path])
     wanted = transform(PHOTO_KEY, "120x80c")
-    encoded = encode_rendition(wanted, ImageFormat.WEBP)
+    encoded = encode_rendition(wanted, WEBP)
     try:
         entry = await peers.fetch(1, encoded, 5.0)
         assert entry is not None
-        mine = app.service.cached(wanted, ImageFormat.WEBP)  # the owner cached it
+        mine = app.service.cached(wanted, WEBP)  # the owner cached it
         assert mine is not None
         assert (entry.body, entry.etag, entry.media_type) == (mine.body, mine.etag, "image/webp")
         assert (entry.version, entry.last_modified) == (mine.version, mine.last_modified)

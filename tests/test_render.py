@@ -19,6 +19,7 @@ import pyvips
 from tests.support.images import PDF, SVG, png_claiming
 from tests.support.servers import FIXTURES, SAMPLES
 from tofu.errors import Unprocessable, UnsupportedMediaType
+from tofu.negotiate import Negotiated
 from tofu.render import RenderSettings, Rendition, render
 from tofu.render.encode import _PROGRESSIVE_MIN_PIXELS, DEFAULT_QUALITY
 from tofu.render.steps import probe
@@ -436,23 +437,17 @@ def animated_gif(frames: int = 3) -> bytes:
 
 
 @pytest.mark.parametrize("source_format", ["gif", "webp"])
-def test_animated_source_renders_its_first_frame(source_format: str) -> None:
+@pytest.mark.parametrize("still", ["png", "jpg", "avif"])
+def test_explicit_still_format_renders_the_first_frame(source_format: str, still: str) -> None:
     data = animated_gif()
     if source_format == "webp":
         data = pyvips.Image.new_from_buffer(data, "", n=-1).webpsave_buffer(lossless=True)
     assert decode(data).get("n-pages") == 3
-    result = run(data, "20")
+    result = run(data, f"20.{still}")
     image = decode(result.body)
     assert (image.width, image.height) == (20, 15)  # one frame, not the whole strip
     assert image.get_typeof("n-pages") == 0 or image.get("n-pages") == 1
     assert near(image.getpoint(10, 7), RED, 12)
-
-
-def test_frame_limit_is_checked_from_the_header() -> None:
-    data = animated_gif(frames=3)
-    assert run(data, "20", RenderSettings(max_frames=3)).width == 20
-    with pytest.raises(Unprocessable, match="3 frames, over the 2 limit"):
-        run(data, "20", RenderSettings(max_frames=2))
 
 
 # --- formats ----------------------------------------------------------------------------------
@@ -490,7 +485,8 @@ def source_in(fmt: str) -> bytes:
 def test_output_format_and_bytes_match(
     source: str, token: str, negotiated: ImageFormat | None, expected: ImageFormat
 ) -> None:
-    result = run(source_in(source), token, negotiated=negotiated)
+    chosen = None if negotiated is None else Negotiated(negotiated, ImageFormat.WEBP)
+    result = run(source_in(source), token, negotiated=chosen)
     assert result.format is expected
     assert MAGIC[expected](result.body)
     assert (decode(result.body).width, result.width) == (80, 80)

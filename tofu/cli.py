@@ -14,7 +14,8 @@ _EPILOG = """\
 URL grammar: /[{signature}/]{prefix...}/{size}/{name} renders the original at {prefix...}/{name}.
 Size tokens: 280 (width), x200 (height), 650s or 894x1461s (fit inside), 280x194c (cover + crop),
 280x194a (smart crop), 280x194f30-60 (crop around a focal point, percent), then options:
-q60 (quality), u (allow upscaling), @2x (device pixel ratio), .webp/.avif/.png/.jpeg (format).
+q60 (quality), u (allow upscaling), @2x (device pixel ratio), w (width from the Sec-CH-Width
+client hint), .webp/.avif/.png/.jpeg/.gif (format).
 
 Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_SECRET=a,b).
 AWS credentials and region come from the standard AWS variables and config files.

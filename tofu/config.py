@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tofu.errors import BadRequest
+from tofu.formats import FORMATS
 from tofu.transform import ImageFormat, Size
 from tofu.urls import parse_size
 
@@ -107,10 +108,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
 def _format(text: str) -> ImageFormat | None:
     if text.lower() == "none":
         return None
+    if text.lower() == ImageFormat.GIF.value:
+        # 256 colours make poor stills; animations get GIF anyway when WebP is not accepted.
+        raise ValueError("gif is never negotiated for stills; animations fall back to it")
     try:
         return ImageFormat(text.lower())
     except ValueError:
-        raise ValueError(f"{text!r} is not one of avif, webp, jpeg, png, none") from None
+        raise ValueError(
+            f"{text!r} is not one of {', '.join(f.value for f in FORMATS)}, none"
+        ) from None
 
 
 def _cores() -> int:
@@ -187,7 +193,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_output_side", "largest output width or height in pixels", _positive(int)),
     Setting("max_source_pixels", "largest source image in pixels (width x height)", _positive(int)),
     Setting("max_source_bytes", "largest original in bytes (e.g. 32MB)", _positive(parse_bytes)),
-    Setting("max_frames", "most frames (pages) an animated source may have", _positive(int)),
+    Setting(
+        "max_frames",
+        "most frames an animation may have to stay animated; more: its first frame, as a still",
+        _positive(int),
+    ),
+    Setting(
+        "max_animation_pixels",
+        "most pixels over all frames (width x height x frames) an animation may have to stay "
+        "animated; more: its first frame, as a still",
+        _positive(int),
+    ),
     Setting(
         "cache_size",
         "bytes of rendered images kept in memory; 0 turns the cache off",
@@ -211,6 +227,21 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
     ),
     Setting("avif_effort", "AVIF encoder effort 0 (fastest) to 9", _non_negative(int)),
+    Setting(
+        "client_hints",
+        "answer Accept-CH and size images by the Sec-CH-DPR hint (URLs without @DPR) and the "
+        "Sec-CH-Width hint (sizes with the w option), with Vary",
+        flag_only=True,
+    ),
+    Setting(
+        "save_data",
+        "lower default quality for clients that send Save-Data: on ("
+        + ", ".join(
+            f"{s.label} {s.save_data_quality}" for s in FORMATS.values() if s.save_data_quality
+        )
+        + "), with Vary: Save-Data",
+        flag_only=True,
+    ),
     Setting(
         "drain_seconds",
         "after SIGTERM: seconds /readyz reports 503 while still serving",
@@ -251,6 +282,7 @@ class Config:
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 32 << 20
     max_frames: int = 500
+    max_animation_pixels: int = 50_000_000
     cache_size: int = 256 << 20
     originals_cache_size: int = 64 << 20
     cache_item_max: float = 0.1
@@ -258,6 +290,8 @@ class Config:
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
     avif_effort: int = 0
+    client_hints: bool = False
+    save_data: bool = False
     drain_seconds: float = 5.0
     shutdown_timeout: float = 10.0
     log_format: str = "text"

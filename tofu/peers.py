@@ -34,8 +34,9 @@ import aiohttp
 from aiohttp import web
 
 from tofu.errors import BadRequest, TofuError, error_for_status
+from tofu.negotiate import Negotiated
 from tofu.service import Entry, FetchFromOwner, ImageService
-from tofu.transform import ImageFormat, Transform
+from tofu.transform import Transform
 
 RENDER_PATH = "/render"
 MAX_REQUEST_BYTES = 64 << 10  # an encoded rendition is a key and a few fields
@@ -44,13 +45,13 @@ TIMEOUT_HEADER = "Tofu-Timeout"  # seconds left of the client request's deadline
 VERSION_HEADER = "Tofu-Version"  # the original's version
 MODIFIED_HEADER = "Tofu-Last-Modified"  # the original's POSIX mtime, exactly
 
-Rendition = tuple[Transform, ImageFormat | None]
+Rendition = tuple[Transform, Negotiated | None]
 
 
 # --- the wire form of a rendition ----------------------------------------------------------
 
 
-def encode_rendition(transform: Transform, negotiated: ImageFormat | None) -> bytes:
+def encode_rendition(transform: Transform, negotiated: Negotiated | None) -> bytes:
     """The canonical encoding: equal renditions give equal bytes (sorted keys, no spaces)."""
     document = {"transform": _encode_transform(transform), "negotiated": _encode_format(negotiated)}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -188,7 +189,7 @@ def _finite_float(data: Any) -> float:
 
 
 _encode_transform, _decode_transform = _codec(Transform)
-_encode_format, _decode_format = _codec(ImageFormat | None)
+_encode_format, _decode_format = _codec(Negotiated | None)
 
 
 def _expect_keys(data: Any, keys: set[str]) -> None:
@@ -218,10 +219,10 @@ class Peers:
         self._paths = list(socket_paths)
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
-    def owner(self, transform: Transform, negotiated: ImageFormat | None) -> int:
+    def owner(self, transform: Transform, negotiated: Negotiated | None) -> int:
         return owner_of(encode_rendition(transform, negotiated), len(self._paths))
 
-    def route(self, transform: Transform, negotiated: ImageFormat | None) -> FetchFromOwner | None:
+    def route(self, transform: Transform, negotiated: Negotiated | None) -> FetchFromOwner | None:
         """How to fetch this rendition from its owner, or None when this worker owns it.
         Called on misses only: a hit never encodes or hashes anything."""
         encoded = encode_rendition(transform, negotiated)

@@ -16,6 +16,7 @@ from aiohttp import web
 from tofu.cache import Memo
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError
+from tofu.hints import ACCEPT_CH, ClientHints
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
@@ -87,6 +88,12 @@ class Handlers:
         self._health = health
         self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
         self._negotiator = Negotiator(config.negotiate)
+        self._hints = ClientHints(
+            client_hints=config.client_hints,
+            save_data=config.save_data,
+            max_side=config.max_output_side,
+        )
+        self._accept_ch = ACCEPT_CH if config.client_hints else None
         self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], object] = {}
@@ -107,7 +114,7 @@ class Handlers:
         log = RequestLog()
         request[REQUEST_LOG] = log
         negotiated = None
-        varies = False
+        vary: tuple[str, ...] = ()
         try:
             raw_path = request.raw_path.partition("?")[0]
             parsed = self._verified.get(raw_path)
@@ -121,15 +128,18 @@ class Handlers:
                 self._guard.check(parsed)
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
-            if parsed.transform.size.format is None and self._negotiator.preference:
-                varies = True
+            transform = parsed.transform
+            if transform.size.format is None and self._negotiator.preference:
+                vary = ("Accept",)
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
-            entry = self._service.cached(parsed.transform, negotiated)
+            if self._hints.enabled:
+                transform, hinted = self._hints.adapt(transform, parsed.adapt, request.headers)
+                vary += hinted
+            entry = self._service.cached(transform, negotiated)
             if entry is None:
-                owner = (
-                    None if self._peers is None else self._peers.route(parsed.transform, negotiated)
-                )
-                entry, log.cache = await self._service.produce(parsed.transform, negotiated, owner)
+                # The rendition as adapted to the client's hints: its owner renders exactly it.
+                owner = None if self._peers is None else self._peers.route(transform, negotiated)
+                entry, log.cache = await self._service.produce(transform, negotiated, owner)
                 log.phases = entry.phases
             else:
                 log.cache = "hit"
@@ -137,19 +147,23 @@ class Handlers:
             log.error = exc.reason
             self._count(request, exc.status, log.cache, time.perf_counter() - started)
             return error_response(exc)
-        response = self._respond(request, entry, varies)
+        response = self._respond(request, entry, vary)
         self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
 
-    def _respond(self, request: web.BaseRequest, entry: Entry, varies: bool) -> web.Response:
+    def _respond(
+        self, request: web.BaseRequest, entry: Entry, vary: tuple[str, ...]
+    ) -> web.Response:
         headers = {
             "Cache-Control": self._cache_control,
             "ETag": entry.etag,
         }
         if entry.last_modified_http is not None:
             headers["Last-Modified"] = entry.last_modified_http
-        if varies:
-            headers["Vary"] = "Accept"
+        if vary:
+            headers["Vary"] = self._hints.vary(vary)
+        if self._accept_ch is not None:
+            headers["Accept-CH"] = self._accept_ch
         if _not_modified(request, entry):
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = entry.media_type

@@ -29,10 +29,11 @@ from tofu.cache import BytesLRU, BytesMemo, SingleFlight
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, OriginTimeout, Overloaded, TofuError
 from tofu.metrics import PHASES, Metrics
+from tofu.negotiate import Negotiated
 from tofu.origins import Origin, Original
 from tofu.render import Cancellation, Plan, RenderSettings, Rendition, execute, prepare
 from tofu.render_memory import RenderMemory
-from tofu.transform import ImageFormat, Transform
+from tofu.transform import Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
 # Per-key state is bounded in bytes, keys included: unsigned clients choose keys (404s).
@@ -77,6 +78,7 @@ class ImageService:
         self._settings = RenderSettings(
             max_source_pixels=config.max_source_pixels,
             max_frames=config.max_frames,
+            max_animation_pixels=config.max_animation_pixels,
             max_output_side=config.max_output_side,
             avif_effort=config.avif_effort,
             exact_shrink=config.exact_shrink,
@@ -91,7 +93,7 @@ class ImageService:
         self._max_in_progress = config.max_renders + config.max_queue
         self._in_progress = 0
 
-        self._results: BytesLRU[tuple[Transform, ImageFormat | None], Entry] = BytesLRU(
+        self._results: BytesLRU[tuple[Transform, Negotiated | None], Entry] = BytesLRU(
             config.cache_size,
             lambda e: len(e.body) + _ENTRY_OVERHEAD,
             max_item_fraction=config.cache_item_max,
@@ -111,7 +113,7 @@ class ImageService:
         )
         # Latest version seen per origin key: a rendition made from an older version is stale.
         self._versions: BytesMemo[str, str] = BytesMemo(VERSIONS_BYTES)
-        self._renders: SingleFlight[tuple[Transform, ImageFormat | None], Entry] = SingleFlight()
+        self._renders: SingleFlight[tuple[Transform, Negotiated | None], Entry] = SingleFlight()
         self._fetches: SingleFlight[str, Original] = SingleFlight()
 
         m = metrics
@@ -119,7 +121,7 @@ class ImageService:
         self._miss = {c: m.cache_misses.labels(c).inc for c in ("result", "original")}
         self._phase = {p: m.phase_seconds.labels(p).observe for p in PHASES}
 
-    def cached(self, transform: Transform, negotiated: ImageFormat | None) -> Entry | None:
+    def cached(self, transform: Transform, negotiated: Negotiated | None) -> Entry | None:
         """The cached rendition, if it is there and was made from the latest known version of
         its original. Synchronous: a hit never leaves the event loop's current step."""
         entry = self._results.get((transform, negotiated))
@@ -131,7 +133,7 @@ class ImageService:
     async def produce(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         owner: FetchFromOwner | None = None,
         seconds_left: float | None = None,
     ) -> tuple[Entry, CacheResult]:
@@ -156,7 +158,7 @@ class ImageService:
     async def _from_owner(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         owner: FetchFromOwner,
         deadline: float,
     ) -> Entry:
@@ -171,7 +173,7 @@ class ImageService:
         return entry
 
     async def _produce(
-        self, transform: Transform, negotiated: ImageFormat | None, deadline: float
+        self, transform: Transform, negotiated: Negotiated | None, deadline: float
     ) -> Entry:
         self._miss["result"]()
         if self._not_found is not None and transform.key in self._not_found:
@@ -206,7 +208,7 @@ class ImageService:
     async def _render_in_slot(
         self,
         transform: Transform,
-        negotiated: ImageFormat | None,
+        negotiated: Negotiated | None,
         original: Original,
         phases: dict[str, float],
     ) -> Entry:
@@ -273,7 +275,7 @@ class ImageService:
         finally:
             self._metrics.renders_in_flight.dec()
 
-    def _store(self, key: tuple[Transform, ImageFormat | None], entry: Entry) -> None:
+    def _store(self, key: tuple[Transform, Negotiated | None], entry: Entry) -> None:
         self._results.put(key, entry)
         self._metrics.cache_bytes.labels("result").set(self._results.bytes)
         self._metrics.cache_entries.labels("result").set(len(self._results))

@@ -1,7 +1,8 @@
 """The canonical description of one rendition: what to fetch and what to make of it.
 
-A ``Transform`` is immutable and hashable; it is produced only by ``tofu.urls`` and is the cache
-key (together with the negotiated output format and the original's version).
+A ``Transform`` is immutable and hashable; it is produced only by ``tofu.urls`` (and adapted to
+the client's hints by ``tofu.hints``) and is the cache key (together with the negotiated output
+format and the original's version).
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from tofu.formats import ImageFormat
+
+__all__ = ["Fit", "Gravity", "ImageFormat", "Size", "Transform"]
 
 
 class Fit(enum.Enum):
@@ -26,27 +31,6 @@ class Gravity(enum.Enum):
     FOCAL = "focal"  # keep a given focal point as close to the centre as possible
 
 
-class ImageFormat(enum.Enum):
-    """Output formats tofu encodes."""
-
-    JPEG = "jpeg"
-    PNG = "png"
-    WEBP = "webp"
-    AVIF = "avif"
-
-    # Members are singletons compared by identity; Enum's own __hash__ is Python code, and
-    # this one is in every cache key.
-    __hash__ = object.__hash__
-
-    @property
-    def media_type(self) -> str:
-        return f"image/{self.value}"
-
-    @property
-    def has_alpha(self) -> bool:
-        return self is not ImageFormat.JPEG
-
-
 @dataclass(frozen=True, slots=True)
 class Size:
     """The size token of a URL, parsed and canonicalised (DPR already folded into the box)."""
@@ -59,6 +43,7 @@ class Size:
     quality: int | None = None  # None: the output format's default
     format: ImageFormat | None = None  # None: negotiated, or the source's family
     upscale: bool = False
+    save_data: bool = False  # the client sent Save-Data: on; the format's lower default quality
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

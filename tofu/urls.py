@@ -13,7 +13,9 @@ The size token (TOFU style, compatible with Cookpad's CDN tokens)::
     option := "q" N               output quality 1-100
             | "u"                 allow upscaling (never done otherwise)
             | "@" D "x"           device pixel ratio 1-4 (e.g. @2x, @1.5x)
-            | "." FORMAT          jpeg | jpg | png | webp | avif
+            | "w"                 width from the Width client hint (--client-hints); needs a
+                                  width and no "@"
+            | "." FORMAT          jpeg | jpg | png | webp | avif | gif
 
 Without a mode, ``W`` alone sets the width (height follows the aspect ratio) and ``WxH`` fits inside
 the box. The query string never affects the output (apps add cache busters), so it is ignored.
@@ -26,7 +28,9 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from tofu.errors import BadRequest
-from tofu.transform import Fit, Gravity, ImageFormat, Size, Transform
+from tofu.formats import BY_NAME
+from tofu.hints import Adapt
+from tofu.transform import Fit, Gravity, Size, Transform
 
 # HMAC-SHA256 in unpadded URL-safe base64.
 SIGNATURE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -36,17 +40,10 @@ _DIMS_MODE_RE = re.compile(
     r"(?P<mode>s|c|a|f(?P<fx>[0-9]{1,3})-(?P<fy>[0-9]{1,3}))?"
 )
 _OPTION_RE = re.compile(
-    r"q(?P<q>[0-9]{1,3})|(?P<u>u)|@(?P<dpr>[0-9](?:\.[0-9]{1,2})?)x"
+    r"q(?P<q>[0-9]{1,3})|(?P<u>u)|@(?P<dpr>[0-9](?:\.[0-9]{1,2})?)x|(?P<w>w)"
     # Known formats first, so that options may follow one (".webpq60"); else the unknown name.
-    r"|\.(?P<fmt>jpeg|jpg|png|webp|avif|[a-z0-9]{1,5})"
+    rf"|\.(?P<fmt>{'|'.join(sorted(BY_NAME, key=len, reverse=True))}|[a-z0-9]{{1,5}})"
 )
-_FORMATS = {
-    "jpeg": ImageFormat.JPEG,
-    "jpg": ImageFormat.JPEG,
-    "png": ImageFormat.PNG,
-    "webp": ImageFormat.WEBP,
-    "avif": ImageFormat.AVIF,
-}
 _MODES = {"s": Fit.INSIDE, "c": Fit.COVER, "a": Fit.COVER, "f": Fit.COVER}
 _GRAVITIES = {"c": Gravity.CENTRE, "a": Gravity.ATTENTION, "f": Gravity.FOCAL}
 MAX_DPR = 4.0
@@ -59,10 +56,16 @@ class ParsedPath:
     signature: str | None  # the signature segment, when the URL carries one
     signed_path: str  # the raw path the signature covers: everything after the signature
     transform: Transform
+    adapt: Adapt = Adapt.DPR  # which client hints may change the size (tofu.hints)
 
 
 def parse_size(token: str, max_side: int) -> Size:
     """Parse one size token; ``BadRequest`` with the reason when it is not valid."""
+    return _parse_size(token, max_side)[0]
+
+
+def _parse_size(token: str, max_side: int) -> tuple[Size, Adapt]:
+    """The size and which client hints may change it."""
     head = _DIMS_MODE_RE.match(token)
     assert head is not None  # every part of the pattern is optional
     width = int(head["w"]) if head["w"] else None
@@ -83,7 +86,7 @@ def parse_size(token: str, max_side: int) -> Size:
         width = height = width or height  # "650s", "40c": a square box
 
     quality = dpr = fmt = None
-    upscale = False
+    upscale = width_hint = False
     pos = head.end()
     while pos < len(token):
         opt = _OPTION_RE.match(token, pos)
@@ -99,6 +102,10 @@ def parse_size(token: str, max_side: int) -> Size:
             if upscale:
                 raise BadRequest(f"size token {token!r}: upscale given twice")
             upscale = True
+        elif opt["w"] is not None:
+            if width_hint:
+                raise BadRequest(f"size token {token!r}: w given twice")
+            width_hint = True
         elif opt["dpr"] is not None:
             if dpr is not None:
                 raise BadRequest(f"size token {token!r}: DPR given twice")
@@ -108,17 +115,20 @@ def parse_size(token: str, max_side: int) -> Size:
         else:
             if fmt is not None:
                 raise BadRequest(f"size token {token!r}: format given twice")
-            fmt = _FORMATS.get(opt["fmt"])
+            fmt = BY_NAME.get(opt["fmt"])
             if fmt is None:
                 raise BadRequest(f"size token {token!r}: unknown format {opt['fmt']!r}")
         pos = opt.end()
 
+    if width_hint and (width is None or dpr is not None):
+        raise BadRequest(f"size token {token!r}: w needs a width and no @ DPR")
     if dpr is not None:
         width = round(width * dpr) if width is not None else None
         height = round(height * dpr) if height is not None else None
     if max(width or 0, height or 0) > max_side:
         raise BadRequest(f"size token {token!r}: larger than the {max_side} px limit")
-    return Size(
+    adapt = Adapt.WIDTH if width_hint else Adapt.NONE if dpr is not None else Adapt.DPR
+    size = Size(
         width=width,
         height=height,
         fit=fit,
@@ -128,6 +138,7 @@ def parse_size(token: str, max_side: int) -> Size:
         format=fmt,
         upscale=upscale,
     )
+    return size, adapt
 
 
 def _decode_segment(raw: str) -> str:
@@ -152,9 +163,9 @@ def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> Parse
         raise BadRequest("expected /{prefix...}/{size}/{name}")
     *prefix, token, name = segments
     key = "/".join(_decode_segment(s) for s in [*prefix, name])
-    size = parse_size(_decode_segment(token), max_side)
+    size, adapt = _parse_size(_decode_segment(token), max_side)
     signed_path = "/" + "/".join(segments)
-    return ParsedPath(signature, signed_path, Transform(key, size))
+    return ParsedPath(signature, signed_path, Transform(key, size), adapt)
 
 
 def build_path(key: str, size_token: str) -> str:

@@ -12,7 +12,8 @@ The steps, in order, each a small function in ``steps.py``:
    ``orient``         EXIF orientation 1-8
    ``colour_manage``  embedded profiles other than sRGB to sRGB
    or, for every other format and in ``exact_shrink`` mode, one libvips ``thumbnail`` call
-   that does the same (animated sources: the first frame)
+   that does the same (animated sources over budget: the first frame; animations within
+   budget take their own path: ``animated.py``)
 4. ``crop``           centre or smart (libvips attention) crop of a COVER box
    ``crop_focal``     or a crop around a focal point, when the URL names one
 5. ``to_8bit``        16-bit sources to 8 bits per sample
@@ -29,6 +30,9 @@ from dataclasses import dataclass
 import pyvips
 
 from tofu.errors import Unprocessable
+from tofu.formats import FORMATS
+from tofu.negotiate import Negotiated
+from tofu.render.animated import animated_output, render_animated
 from tofu.render.cancel import Cancellation
 from tofu.render.encode import encode
 from tofu.render.runtime import configure_libvips, release_freed_memory
@@ -49,6 +53,7 @@ from tofu.render.steps import (
     resize,
     thumbnail,
     to_8bit,
+    vips_reason,
 )
 from tofu.transform import ImageFormat, Size
 
@@ -74,21 +79,27 @@ class Plan:
 
     source: Source
     geometry: Geometry
+    size: Size
     output: ImageFormat
-    quality: int | None
+    animated: bool  # every frame of an animation, within budget (``animated.py``)
     memory_bytes: int  # about the most the render will hold at once
 
 
 def prepare(
-    data: bytes, size: Size, settings: RenderSettings, negotiated: ImageFormat | None = None
+    data: bytes, size: Size, settings: RenderSettings, negotiated: Negotiated | None = None
 ) -> Plan:
     """Steps 1-2 (header only, cheap). The output format is the URL's, else ``negotiated`` (from
-    the Accept header), else the source's family. Raises ``UnsupportedMediaType`` or
-    ``Unprocessable``."""
+    the Accept header), else the source's family; animated sources within budget stay animated.
+    Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
     source = probe(data, settings)
     geometry = plan(source, size, settings)
-    output = size.format or negotiated or source.family
-    return Plan(source, geometry, output, size.quality, memory_bytes(source, geometry))
+    animated = animated_output(source, size, settings, negotiated)
+    if animated is not None:
+        # thumbnail(n=-1) holds every frame, decoded and resized, with alpha.
+        frames = source.width * source.height * source.frames * 4
+        return Plan(source, geometry, size, animated, True, frames)
+    output = size.format or (negotiated.still if negotiated else None) or source.family
+    return Plan(source, geometry, size, output, False, memory_bytes(source, geometry))
 
 
 def execute(
@@ -99,6 +110,8 @@ def execute(
 ) -> Rendition:
     """Steps 3-7. Raises ``Unprocessable`` for a corrupt original, never anything else for bad
     input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    if plan.animated:
+        return render_animated(data, plan.source, plan.size, plan.output, settings)
     cancellation = cancellation or Cancellation()
     started = time.perf_counter()
     source, geometry = plan.source, plan.geometry
@@ -127,15 +140,16 @@ def execute(
     except pyvips.Error as exc:
         cancellation.check()  # killed by the deadline, not a bad original
         # A corrupt body surfaces when pixels are computed, not in probe.
-        raise Unprocessable(f"cannot decode the original: {_first_line(exc)}") from None
+        raise Unprocessable(f"cannot decode the original: {vips_reason(exc)}") from None
     resized = time.perf_counter()
     if source.width * source.height >= _TRIM_AFTER_PIXELS:
         release_freed_memory()  # its decode buffers are gone now
     cancellation.check()
     try:
-        body = encode(image, plan.output, plan.quality, settings)
+        quality = FORMATS[plan.output].quality(plan.size.quality, plan.size.save_data)
+        body = encode(image, plan.output, quality, settings)
     except pyvips.Error as exc:
-        raise Unprocessable(f"cannot encode {plan.output.value}: {_first_line(exc)}") from None
+        raise Unprocessable(f"cannot encode {plan.output.value}: {vips_reason(exc)}") from None
     return Rendition(
         body,
         plan.output,
@@ -150,14 +164,8 @@ def render(
     data: bytes,
     size: Size,
     settings: RenderSettings,
-    negotiated: ImageFormat | None = None,
+    negotiated: Negotiated | None = None,
     cancellation: Cancellation | None = None,
 ) -> Rendition:
     """Render ``data`` at ``size``: ``prepare`` then ``execute``."""
     return execute(data, prepare(data, size, settings, negotiated), settings, cancellation)
-
-
-def _first_line(exc: pyvips.Error) -> str:
-    lines = [line.strip() for line in str(exc).splitlines()]
-    detail = [line for line in lines[1:] if line and not line.startswith("unable to call")]
-    return (detail or lines or ["unknown error"])[0][:200]

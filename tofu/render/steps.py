@@ -11,18 +11,10 @@ from dataclasses import dataclass, field
 import pyvips
 
 from tofu.errors import Unprocessable, UnsupportedMediaType
+from tofu.formats import BY_LOADER, FORMATS, SOURCE_LABELS
 from tofu.render import jpeg
 from tofu.transform import Fit, Gravity, ImageFormat, Size
 
-# libvips loader -> (source family, output format when neither URL nor Accept chooses one).
-# Anything else (SVG, PDF, TIFF, raw matrices, ...) is refused: fewer decoders, less attack surface.
-_LOADERS: dict[str, str] = {
-    "VipsForeignLoadJpegBuffer": "jpeg",
-    "VipsForeignLoadPngBuffer": "png",
-    "VipsForeignLoadWebpBuffer": "webp",
-    "VipsForeignLoadNsgifBuffer": "gif",
-    "VipsForeignLoadHeifBuffer": "heif",
-}
 _MAX_COORD = 10_000_000  # libvips' VIPS_MAX_COORD: "unbounded" for a thumbnail box side
 _WHITE = 255
 
@@ -30,7 +22,8 @@ _WHITE = 255
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
     max_source_pixels: int = 50_000_000  # also the largest image any step may make
-    max_frames: int = 500
+    max_frames: int = 500  # more frames than this: the first frame as a still
+    max_animation_pixels: int = 50_000_000  # width x height x frames; beyond: the first frame
     max_output_side: int = 4096
     avif_effort: int = 0
     # False: JPEGs are decoded at the smallest DCT scale quality allows (``jpeg.py``). True:
@@ -53,11 +46,12 @@ class Rendition:
 class Source:
     """What the header says, with width and height as displayed (after EXIF orientation)."""
 
-    loader: str
+    loader: str  # the format decoding it, as ImageFormat's value ("jpeg", "gif", "avif")
     width: int
     height: int
     has_alpha: bool
     needs_colour_transform: bool  # tagged with a profile other than sRGB, or CMYK
+    frames: int = 1  # frames of an animation (GIF, WebP); width and height are one frame's
     orientation: int = 1  # EXIF 1-8
     bands: int = 3
     sample_bytes: int = 1  # 2 for 16-bit sources
@@ -79,13 +73,10 @@ class Source:
 
     @property
     def family(self) -> ImageFormat:
-        if self.loader == "jpeg":
-            return ImageFormat.JPEG
-        if self.loader == "webp":
-            return ImageFormat.WEBP
-        if self.loader in ("png", "gif") or self.has_alpha:
-            return ImageFormat.PNG
-        return ImageFormat.JPEG
+        """The still output when neither URL nor Accept chooses: the format table's, or PNG
+        for a source with alpha when that has none."""
+        output = FORMATS[ImageFormat(self.loader)].still_output
+        return ImageFormat.PNG if self.has_alpha and not FORMATS[output].alpha else output
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +97,9 @@ class Geometry:
 def probe(data: bytes, settings: RenderSettings) -> Source:
     """Identify the format and check the limits from the header alone (no pixel is decoded)."""
     found = pyvips.vips_lib.vips_foreign_find_load_buffer(data, len(data))
-    loader = _LOADERS.get(pyvips.ffi.string(found).decode() if found else "")
-    if loader is None:
-        raise UnsupportedMediaType("the original is not a JPEG, PNG, WebP, GIF or AVIF image")
+    source_format = BY_LOADER.get(pyvips.ffi.string(found).decode() if found else "")
+    if source_format is None:
+        raise UnsupportedMediaType(f"the original is not a {SOURCE_LABELS} image")
     try:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential")
         width, height = header.width, header.height
@@ -128,16 +119,16 @@ def probe(data: bytes, settings: RenderSettings) -> Source:
         raise Unprocessable(
             f"source is {width}x{height}, over the {settings.max_source_pixels} pixel limit"
         )
-    if frames > settings.max_frames:
-        raise Unprocessable(f"source has {frames} frames, over the {settings.max_frames} limit")
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    # Frames beyond --max-frames are not refused: the first frame is rendered (render/animated).
     return Source(
-        loader,
+        source_format.value,
         width,
         height,
         has_alpha,
         needs_colour_transform=cmyk or profile is not None,
+        frames=max(1, frames),
         orientation=orientation if 1 <= orientation <= 8 else 1,
         bands=bands,
         sample_bytes=sample_bytes,
@@ -345,3 +336,10 @@ def flatten(image: pyvips.Image, output: ImageFormat) -> pyvips.Image:
     if output.has_alpha or not image.hasalpha():
         return image
     return image.flatten(background=[_WHITE] * (image.bands - 1))
+
+
+def vips_reason(exc: pyvips.Error) -> str:
+    """The informative line of a libvips error, for a one-line 422 reason."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    detail = [line for line in lines[1:] if line and not line.startswith("unable to call")]
+    return (detail or lines or ["unknown error"])[0][:200]
