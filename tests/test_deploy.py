@@ -222,7 +222,10 @@ def deployment() -> dict[str, Any]:
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
     """Plain values; a variable from a Secret or elsewhere stands in as a placeholder."""
-    return {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+    return {
+        e["name"]: e.get("value", "from-a-secret-of-at-least-32-bytes")
+        for e in container.get("env", [])
+    }
 
 
 def env_sets() -> dict[str, dict[str, str]]:

@@ -19,8 +19,8 @@ from tofu.urls import ParsedPath as Parsed
 
 from .support.servers import ROOT
 
-SECRET = "s3cret-current"
-OLD_SECRET = "s3cret-previous"
+SECRET = "s3cret-current-0123456789abcdefghij"
+OLD_SECRET = "s3cret-previous-0123456789abcdefgh"
 PATH = "/recipes/1203423/280x194c/5366e857.jpg"
 BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
@@ -175,7 +175,7 @@ def test_cli_sign_prints_the_signed_path(capsys: pytest.CaptureFixture[str]) -> 
 def test_cli_sign_uses_the_first_secret_from_the_environment(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TOFU_SECRET", f"{SECRET}, {OLD_SECRET}")
+    monkeypatch.setenv("TOFU_SECRET", f"{SECRET}\n{OLD_SECRET}\n")
     assert main(["sign", PATH]) == 0
     assert capsys.readouterr().out.strip() == signed_path(PATH, SECRET)
 
@@ -183,7 +183,7 @@ def test_cli_sign_uses_the_first_secret_from_the_environment(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["sign", PATH], "give --secret KEY or set TOFU_SECRET"),
+        (["sign", PATH], "give --secret KEY or --secret-file PATH, or set TOFU_SECRET"),
         (["sign", PATH.lstrip("/"), "--secret", SECRET], "PATH must start with /"),
     ],
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -42,8 +42,21 @@ def parse_bytes(text: str) -> int:
     return int(match[1]) * _BYTE_UNITS[match[2].lower()]
 
 
-def _split(text: str) -> tuple[str, ...]:
+def _words(text: str) -> tuple[str, ...]:
+    """A list of words separated by commas and/or whitespace: ``280,280x194c 650s``."""
     return tuple(part for part in re.split(r"[,\s]+", text) if part)
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    """A list of lines, each item byte for byte but for its line end (LF or CRLF); blank lines
+    (empty or only whitespace) are ignored. For values that may hold commas and spaces."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return tuple(line for line in lines if line.strip())
+
+
+# HMAC-SHA256 keys shorter than this are guessable from one signed URL (the probe recovered a
+# one-character key in under a millisecond); 32 bytes is the hash's own strength.
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,11 @@ class Setting:
     name: str  # the Config field; flag --name-with-dashes; env TOFU_NAME
     help: str
     parse: Callable[[str], Any] = str
-    multiple: bool = False  # repeatable flag; comma/space separated in the environment
+    multiple: bool = False  # a list: the flag repeats, the TOFU_* value is split by `split`
     flag_only: bool = False  # a boolean switch
     secret: bool = False  # masked by `tofu config`
+    split: Callable[[str], tuple[str, ...]] = _words  # the list syntax of the TOFU_* value
+    split_flag: bool = True  # each flag value is split the same way; False: one value, one item
 
     @property
     def flag(self) -> str:
@@ -113,6 +128,14 @@ def _format(text: str) -> ImageFormat | None:
         raise ValueError(f"{text!r} is not one of avif, webp, jpeg, png, none") from None
 
 
+def _secret(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("a secret is not valid UTF-8") from None
+    return text
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -124,9 +147,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)"),
     Setting(
         "secret",
-        "URL signing secret; repeat for rotation (all are accepted, the first signs)",
+        "URL signing secret, at least 32 bytes, taken byte for byte; repeat the flag for "
+        "rotation (all are accepted, the first signs). The variable holds one per line",
+        _secret,
         multiple=True,
         secret=True,
+        split=_lines,
+        split_flag=False,
+    ),
+    Setting(
+        "secret_file",
+        "file of signing secrets, one per line (blank lines ignored), added after the --secret "
+        "ones: keeps them out of ps output. The variable holds one path per line",
+        multiple=True,
+        split=_lines,
+        split_flag=False,
     ),
     Setting(
         "sizes",
@@ -135,7 +170,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dev",
-        "development mode: allow starting with neither secret nor sizes (all URLs open)",
+        "development mode: allow starting with neither secret nor sizes (all URLs open), "
+        "and secrets shorter than 32 bytes",
         flag_only=True,
     ),
     Setting(
@@ -222,7 +258,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     s3_endpoint_url: str | None = None
-    secret: tuple[str, ...] = ()
+    secret: tuple[str, ...] = ()  # Config.load adds the --secret-file ones
+    secret_file: tuple[str, ...] = ()
     sizes: tuple[str, ...] = ()
     dev: bool = False
     workers: int = field(default_factory=_cores)
@@ -256,34 +293,7 @@ class Config:
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
         """Flags (raw strings, lists of strings or True) win over ``TOFU_*`` variables, which
         win over defaults. Raises ``ConfigError`` listing every bad value."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        errors: list[str] = []
-        invalid: set[str] = set()  # given but not valid: already reported, once
-        for setting in SETTINGS:
-            raw = flags.get(setting.name)
-            source = setting.flag
-            if raw is None or raw == [] or raw is False:
-                raw = environ.get(setting.env)
-                source = setting.env
-                if raw is None or raw == "":
-                    continue
-                if setting.flag_only:
-                    raw = raw.lower() in ("1", "true", "yes", "on")
-                elif setting.multiple:
-                    raw = _split(raw)
-            try:
-                if setting.flag_only:
-                    values[setting.name] = bool(raw)
-                elif setting.multiple:
-                    items = [p for item in raw for p in _split(item)]
-                    parsed = (setting.parse(p) for p in items)
-                    values[setting.name] = tuple(v for v in parsed if v is not None)
-                else:
-                    values[setting.name] = setting.parse(raw)
-            except ValueError as exc:
-                errors.append(f"{source}: {exc}")
-                invalid.add(setting.name)
+        values, errors, invalid = _read(SETTINGS, flags, environ)
         # Workers share the cores: by default each gets its share of render threads and slots.
         share = max(1, _cores() // values.get("workers", _cores()))
         for name in ("render_threads", "max_renders"):
@@ -298,6 +308,7 @@ class Config:
         problems = []
         if not self.origin and "origin" not in given:
             problems.append("--origin is required (a directory or s3://BUCKET[/PREFIX])")
+        problems.extend(_secret_problems(self.secret, self.dev))
         if not self.secret and not self.sizes and not self.dev:
             problems.append(
                 "refusing to serve every size unsigned: give --secret KEY (signed URLs) or "
@@ -329,3 +340,82 @@ class Config:
                 value = [v.value if isinstance(v, ImageFormat) else v for v in value]
             out[f.name] = value
         return out
+
+
+def signing_secrets(
+    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The secrets ``tofu serve`` verifies with, read from the same flags and variables by the
+    same code (``tofu sign`` signs with the first, so the two cannot disagree). Raises
+    ``ConfigError`` when there is none or one is refused."""
+    signing = tuple(_BY_NAME[name] for name in ("secret", "secret_file", "dev"))
+    values, errors, _ = _read(signing, flags, environ)
+    secrets: tuple[str, ...] = values.get("secret", ())
+    errors.extend(_secret_problems(secrets, values.get("dev", False)))
+    if not secrets and not errors:
+        errors.append("give --secret KEY or --secret-file PATH, or set TOFU_SECRET")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return secrets
+
+
+def _read(
+    settings: Iterable[Setting], flags: Mapping[str, Any], environ: Mapping[str, str] | None
+) -> tuple[dict[str, Any], list[str], set[str]]:
+    """Parsed values of ``settings`` (flags over ``TOFU_*`` variables; secrets from the files
+    appended to ``secret``), the problems found, and the names given but invalid."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    invalid: set[str] = set()  # given but not valid: already reported, once
+    for setting in settings:
+        raw = flags.get(setting.name)
+        source = setting.flag
+        if raw is None or raw == [] or raw is False:
+            raw = environ.get(setting.env)
+            source = setting.env
+            if raw is None or raw == "":
+                continue
+            if setting.flag_only:
+                raw = raw.lower() in ("1", "true", "yes", "on")
+            elif setting.multiple:
+                raw = setting.split(raw)
+        elif setting.multiple and setting.split_flag:
+            raw = [item for value in raw for item in setting.split(value)]
+        try:
+            if setting.flag_only:
+                values[setting.name] = bool(raw)
+            elif setting.multiple:
+                parsed = (setting.parse(item) for item in raw)
+                values[setting.name] = tuple(v for v in parsed if v is not None)
+            else:
+                values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            errors.append(f"{source}: {exc}")
+            invalid.add(setting.name)
+    if values.get("secret_file"):
+        from_files = []
+        for path in values["secret_file"]:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    found = _lines(file.read())
+            except (OSError, UnicodeDecodeError) as exc:
+                errors.append(f"--secret-file: cannot read {path!r}: {exc}")
+                continue
+            if not found:
+                errors.append(f"--secret-file: {path!r} holds no secret")
+            from_files.extend(found)
+        values["secret"] = values.get("secret", ()) + tuple(from_files)
+    return values, errors, invalid
+
+
+def _secret_problems(secrets: Iterable[str], dev: bool) -> list[str]:
+    """Secrets that are too short to sign with, by position (never quoting them)."""
+    if dev:
+        return []
+    return [
+        f"--secret: secret {n} is {size} bytes; secrets must be at least {MIN_SECRET_BYTES} bytes "
+        "(e.g. `openssl rand -base64 32`), unless --dev"
+        for n, secret in enumerate(secrets, 1)
+        if (size := len(secret.encode(errors="surrogateescape"))) < MIN_SECRET_BYTES
+    ]
