@@ -114,7 +114,11 @@ def test_allowlist_only_mode() -> None:
     assert not g.expects_signatures
     assert allowed("/recipes/1/280/cups.jpg", g)
     assert allowed("/recipes/1/280x194c/cups.jpg", g)
-    assert allowed("/recipes/1/650x650/cups.jpg", g)  # same size as 650s
+    # Same size as 650s, but unsigned URLs use the canonical spelling only.
+    assert (
+        refusal("/recipes/1/650x650/cups.jpg", g)
+        == "size '650x650' is allowed unsigned only as '650s'"
+    )
     assert refusal("/recipes/1/281/cups.jpg", g) == "size not in the allowlist"
     assert refusal("/recipes/1/280@2x/cups.jpg", g) == "size not in the allowlist"
     assert refusal("/recipes/1/280.webp/cups.jpg", g) == "size not in the allowlist"
@@ -130,9 +134,11 @@ def test_mixed_mode_signed_urls_and_an_allowlist() -> None:
     assert allowed("/recipes/1/280x194c/cups.jpg", g)  # unsigned, allowed size
     assert refusal("/recipes/1/750x500c/cups.jpg", g) == "missing signature"
     assert allowed(signed_path("/recipes/1/750x500c/cups.jpg", SECRET), g)
-    # A wrong signature is not excused by an allowed size.
+    # A wrong signature is not excused by an allowed size: the path is then read unsigned,
+    # its first segment part of another key.
     bad = signed_path("/recipes/1/280x194c/cups.jpg", "wrong")
-    assert refusal(bad, g) == "invalid signature"
+    assert g.check(parse(bad, g)).transform.key == bad.split("/")[1] + "/recipes/1/cups.jpg"
+    assert refusal(signed_path("/recipes/1/750x500c/cups.jpg", "wrong"), g) == "invalid signature"
 
 
 def test_dev_mode_is_open_only_without_secret_and_allowlist() -> None:

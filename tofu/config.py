@@ -15,7 +15,7 @@ from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.transform import ImageFormat, Size
-from tofu.urls import parse_size
+from tofu.urls import parse_size, size_token
 
 
 class ConfigError(Exception):
@@ -316,9 +316,15 @@ class Config:
             )
         for token in self.sizes:
             try:
-                parse_size(token, self.max_output_side)
+                canonical = size_token(parse_size(token, self.max_output_side))
             except BadRequest as exc:
                 problems.append(f"--sizes: {exc.reason}")
+                continue
+            if token != canonical:
+                problems.append(
+                    f"--sizes: {token!r} is spelled {canonical!r}: unsigned URLs must use "
+                    "the canonical spelling of a size, so list that"
+                )
         if not 0 <= self.port <= 65535:
             problems.append("--port must be 0-65535")
         if not 0 < self.cache_item_max <= 1:

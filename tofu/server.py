@@ -122,7 +122,7 @@ class Handlers:
                     expect_signature=self._guard.expects_signatures,
                 )
                 log.key = parsed.transform.key
-                self._guard.check(parsed)
+                parsed = self._guard.check(parsed)
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
             if parsed.transform.size.format is None and self._negotiator.preference:
