@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import TextIO
 
@@ -63,20 +64,35 @@ def format_json(request: web.BaseRequest, response: web.StreamResponse, seconds:
     return json.dumps(fields, separators=(",", ":"))
 
 
+# Anything but printable ASCII without space, '"' and '\\': request data with any of these is
+# quoted, so that it can end neither a field nor a line of the text log.
+_UNSAFE = re.compile(r"[^!#-\[\]-~]")
+
+
+def _field(text: str) -> str:
+    """``text`` as one text-log field: as it is when safe, else a JSON string (quoted, with
+    control characters, quotes, backslashes and non-ASCII escaped)."""
+    return text if _UNSAFE.search(text) is None else json.dumps(text)
+
+
 def format_text(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> str:
     # One f-string, not a dict and a join: this runs for every request.
+    method, path = request.method, request.raw_path
+    entry = request.get(REQUEST_LOG)
+    key = "-" if entry is None else entry.key
+    if _UNSAFE.search(f"{method}{path}{key}") is not None:  # one scan in the usual, clean case
+        method, path, key = _field(method), _field(path), _field(key)
     line = (
-        f"{request.method} {request.raw_path} status={response.status} "
+        f"{method} {path} status={response.status} "
         f"bytes={response.body_length} ms={seconds * 1000:.2f}"
     )
-    entry = request.get(REQUEST_LOG)
     if entry is None:
         return line
-    line = f"{line} cache={entry.cache} key={entry.key}"
+    line = f"{line} cache={entry.cache} key={key}"
     if entry.phases:
         line += "".join(f" {k}_ms={v * 1000:.2f}" for k, v in entry.phases.items())
     if entry.error:
-        line += f" error={entry.error!r}"
+        line += f" error={json.dumps(entry.error)}"
     return line
 
 
