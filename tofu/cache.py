@@ -83,6 +83,30 @@ class Memo(dict[K, V]):
         super().__setitem__(key, value)
 
 
+class SizedMemo(Memo[K, V]):
+    """A ``Memo`` also bounded in bytes (``sizeof(key, value)`` per entry), for memos keyed by
+    request data, where long unique keys would otherwise hold memory."""
+
+    def __init__(self, max_entries: int, max_bytes: int, sizeof: Callable[[K, V], int]) -> None:
+        super().__init__(max_entries)
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
+        self.bytes = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        size = self._sizeof(key, value)
+        if key in self:
+            self.bytes -= self._sizeof(key, self[key])
+        elif len(self) >= self.max_entries or self.bytes + size > self.max_bytes:
+            self.clear()
+        dict.__setitem__(self, key, value)
+        self.bytes += size
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+
 class SingleFlight(Generic[K, V]):
     """Concurrent ``run`` calls with one key share one execution of the work.
 

@@ -207,6 +207,19 @@ SETTINGS: tuple[Setting, ...] = (
         "retries after a failed origin fetch (throttling, 5xx, resets)",
         _non_negative(int),
     ),
+    Setting(
+        "idle_timeout",
+        "seconds a connection may go without a complete request (idle between requests, or "
+        "sending its headers slowly) before it is closed; keep it above the load balancer's "
+        "idle timeout for upstream connections",
+        _positive(float),
+    ),
+    Setting(
+        "max_path_length",
+        "longest request path in characters as sent (query string excluded); longer: 414 "
+        "before parsing",
+        _positive(int),
+    ),
     Setting("max_output_side", "largest output width or height in pixels", _positive(int)),
     Setting("max_source_pixels", "largest source image in pixels (width x height)", _positive(int)),
     Setting("max_source_bytes", "largest original in bytes (e.g. 32MB)", _positive(parse_bytes)),
@@ -269,6 +282,8 @@ class Config:
     request_timeout: float = 30.0
     fetch_timeout: float = 10.0
     fetch_retries: int = 2
+    idle_timeout: float = 75.0
+    max_path_length: int = 2048
     max_output_side: int = 4096
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 32 << 20

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
-from tofu.cache import Memo
+from tofu.cache import SizedMemo
 from tofu.config import Config
-from tofu.errors import Overloaded, TofuError
+from tofu.errors import Overloaded, TofuError, UriTooLong
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
@@ -32,6 +33,8 @@ _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
 _CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
 _ORIGIN_RECHECK_SECONDS = 5.0
 _VERIFIED_PATHS = 10_000
+_VERIFIED_BYTES = 8 << 20
+_VERIFIED_ENTRY_OVERHEAD = 400  # ParsedPath, Transform, Size and the dict slot, roughly
 _METHODS = frozenset(("GET", "HEAD"))
 
 
@@ -92,8 +95,12 @@ class Handlers:
         self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], object] = {}
-        # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC.
-        self._verified: Memo[str, ParsedPath] = Memo(_VERIFIED_PATHS)
+        self._max_path_length = config.max_path_length
+        # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC;
+        # bounded in bytes too, as the paths come from clients.
+        self._verified: SizedMemo[str, ParsedPath] = SizedMemo(
+            _VERIFIED_PATHS, _VERIFIED_BYTES, _verified_size
+        )
 
     def _count(self, request: web.BaseRequest, status: int, cache: str, seconds: float) -> None:
         if PEER_HEADER in request.headers:
@@ -114,6 +121,8 @@ class Handlers:
         varies = False
         try:
             raw_path = request.raw_path.partition("?")[0]
+            if len(raw_path) > self._max_path_length:
+                raise UriTooLong(f"path longer than {self._max_path_length} characters")
             parsed = self._verified.get(raw_path)
             if parsed is None:
                 parsed = parse_path(
@@ -193,6 +202,15 @@ class Handlers:
         )
 
 
+def _verified_size(raw_path: str, parsed: ParsedPath) -> int:
+    return (
+        sys.getsizeof(raw_path)
+        + sys.getsizeof(parsed.signed_path)
+        + sys.getsizeof(parsed.transform.key)
+        + _VERIFIED_ENTRY_OVERHEAD
+    )
+
+
 def _not_modified(request: web.BaseRequest, entry: Entry) -> bool:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
@@ -239,6 +257,7 @@ class App:
         self.health = Health(origin)
         self.peers = peers
         handlers = Handlers(config, self.service, self.metrics, self.health, peers)
+        self.handlers = handlers
         self._fixed = {
             "/healthz": handlers.healthz,
             "/readyz": handlers.readyz,

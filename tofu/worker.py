@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from tofu import access_log, logs
+from tofu import access_log, logs, protocol
 from tofu.config import Config
 from tofu.peers import Peers
 from tofu.render import configure_libvips
@@ -30,8 +30,11 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     peers = Peers(index, peer_sockets) if len(peer_sockets) > 1 else None
     app = create_app(config, peers=peers)
     sink = access_log.AccessLogSink(sys.stdout)
-    server = web.Server(
-        app.handle, access_log_class=access_log.access_logger_class(config.log_format, sink)
+    server = protocol.Server(
+        app.handle,
+        idle_timeout=config.idle_timeout,
+        max_path_length=config.max_path_length,
+        access_log_class=access_log.access_logger_class(config.log_format, sink),
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
