@@ -136,6 +136,23 @@ def _secret(text: str) -> str:
     return text
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port); ``":PORT"`` is every interface (host ``""``), an IPv6
+    host goes in brackets (``[::1]:9090``)."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):([0-9]{1,5})", text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9090, :9090, [::1]:9090)")
+    port = int(match[2])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return match[1].strip("[]"), port
+
+
+def _host_port(text: str) -> str:
+    split_host_port(text)
+    return text
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -144,6 +161,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("origin", "originals: a directory, or s3://BUCKET[/PREFIX]", _origin),
     Setting("host", "address to listen on"),
     Setting("port", "port to listen on", _non_negative(int)),
+    Setting(
+        "ops_listen",
+        "HOST:PORT (or :PORT, every interface) to serve /metrics, /healthz and /readyz on; "
+        "/metrics is then not served on the public port (404). With several workers, the "
+        "first worker serves it (its /metrics covers all workers)",
+        _host_port,
+    ),
     Setting("s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)"),
     Setting(
         "secret",
@@ -270,6 +294,7 @@ class Config:
     origin: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+    ops_listen: str = ""
     s3_endpoint_url: str | None = None
     secret: tuple[str, ...] = ()  # Config.load adds the --secret-file ones
     secret_file: tuple[str, ...] = ()
@@ -299,6 +324,11 @@ class Config:
     shutdown_timeout: float = 10.0
     log_format: str = "text"
     log_level: str = "info"
+
+    @property
+    def ops_address(self) -> tuple[str, int] | None:
+        """Where the operations endpoints are served apart, if they are."""
+        return split_host_port(self.ops_listen) if self.ops_listen else None
 
     @property
     def allowed_sizes(self) -> frozenset[Size]:
@@ -342,6 +372,9 @@ class Config:
                 )
         if not 0 <= self.port <= 65535:
             problems.append("--port must be 0-65535")
+        ops = self.ops_address
+        if ops is not None and ops[1] == self.port:
+            problems.append("--ops-listen must use another port than the public port (--port)")
         if not 0 < self.cache_item_max <= 1:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:

@@ -240,6 +240,10 @@ def error_response(exc: TofuError) -> web.Response:
     return web.Response(status=status, text=exc.reason + "\n", headers=headers)
 
 
+async def _not_found(request: web.BaseRequest) -> web.Response:
+    return web.Response(status=404, text="not found\n", headers={"Cache-Control": "no-store"})
+
+
 class App:
     """tofu's HTTP application, built from one ``Config`` by ``create_app``.
 
@@ -258,11 +262,14 @@ class App:
         self.peers = peers
         handlers = Handlers(config, self.service, self.metrics, self.health, peers)
         self.handlers = handlers
-        self._fixed = {
+        self._ops = {
             "/healthz": handlers.healthz,
             "/readyz": handlers.readyz,
             "/metrics": handlers.metrics,
         }
+        self._fixed = dict(self._ops)
+        if config.ops_address is not None:
+            self._fixed["/metrics"] = _not_found  # served on the ops address only
         self._image = handlers.image
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -281,6 +288,10 @@ class App:
             response.force_close()
             response.headers["Connection"] = "close"
         return response
+
+    async def handle_ops(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The operations endpoints alone, for ``--ops-listen``."""
+        return await self._ops.get(request.path, _not_found)(request)
 
     async def close(self) -> None:
         if self.peers is not None:

@@ -48,6 +48,16 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
         await peer_runner.setup()
         await web.UnixSite(peer_runner, peer_sockets[index]).start()
         runners.append(peer_runner)
+    ops = config.ops_address
+    if ops is not None and index == 0:
+        # One process owns the ops port; its /metrics aggregates every worker's.
+        ops_runner = web.ServerRunner(
+            web.Server(app.handle_ops, access_log=None), shutdown_timeout=config.shutdown_timeout
+        )
+        await ops_runner.setup()
+        await web.TCPSite(ops_runner, ops[0] or None, ops[1]).start()
+        runners.append(ops_runner)
+        log.info("operations endpoints on http://%s:%d", ops[0] or "*", ops[1])
     # Public traffic last: by then siblings can already reach this worker.
     site = web.TCPSite(
         runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048
