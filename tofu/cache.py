@@ -16,7 +16,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class _CountingLRU(LRUCache):  # type: ignore[type-arg]
+class _CountingLRU(LRUCache[Any, Any]):
     """An LRUCache that reports each eviction (cachetools evicts through ``popitem``)."""
 
     def __init__(

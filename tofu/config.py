@@ -423,7 +423,7 @@ def _read(
     errors: list[str] = []
     invalid: set[str] = set()  # given but not valid: already reported, once
     for setting in settings:
-        raw = flags.get(setting.name)
+        raw: Any = flags.get(setting.name)  # a string, a list of strings, True or None
         source = setting.flag
         if raw is None or raw == [] or raw is False:
             raw = environ.get(setting.env)
@@ -448,7 +448,7 @@ def _read(
             errors.append(f"{source}: {exc}")
             invalid.add(setting.name)
     if values.get("secret_file"):
-        from_files = []
+        from_files: list[str] = []
         for path in values["secret_file"]:
             try:
                 with open(path, encoding="utf-8") as file:
