@@ -290,7 +290,9 @@ def test_k8s_deployment_probes_resources_and_graceful_stop() -> None:
     (container,) = pod["containers"]
     env = {**dockerfile_env(), **container_env(container)}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": int(env["TOFU_PORT"])}
+    assert ports == {"http": int(env["TOFU_PORT"]), "ops": int(env["TOFU_OPS_LISTEN"][1:])}
+    annotations = deployment()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["ops"])
 
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
