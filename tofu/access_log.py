@@ -80,8 +80,11 @@ def format_text(request: web.BaseRequest, response: web.StreamResponse, seconds:
     method, path = request.method, request.raw_path
     entry = request.get(REQUEST_LOG)
     key = "-" if entry is None else entry.key
-    if _UNSAFE.search(f"{method}{path}{key}") is not None:  # one scan in the usual, clean case
-        method, path, key = _field(method), _field(path), _field(key)
+    # The usual, clean case in a few C-speed scans (a third of the regex's time). The method
+    # needs none: the parser accepts only token characters there.
+    both = path + key
+    if not both.isascii() or not both.isprintable() or " " in both or '"' in both or "\\" in both:
+        path, key = _field(path), _field(key)
     line = (
         f"{method} {path} status={response.status} "
         f"bytes={response.body_length} ms={seconds * 1000:.2f}"

@@ -51,9 +51,13 @@ async def _serve(config: Config, index: int, peer_sockets: Sequence[str]) -> Non
     ops = config.ops_address
     if ops is not None and index == 0:
         # One process owns the ops port; its /metrics aggregates every worker's.
-        ops_runner = web.ServerRunner(
-            web.Server(app.handle_ops, access_log=None), shutdown_timeout=config.shutdown_timeout
+        ops_server = protocol.Server(
+            app.handle_ops,
+            idle_timeout=config.idle_timeout,
+            max_path_length=config.max_path_length,
+            access_log=None,
         )
+        ops_runner = web.ServerRunner(ops_server, shutdown_timeout=config.shutdown_timeout)
         await ops_runner.setup()
         await web.TCPSite(ops_runner, ops[0] or None, ops[1]).start()
         runners.append(ops_runner)
