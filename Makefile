@@ -42,6 +42,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check tofu tests bench
 	$(BIN)/ruff format --check tofu tests bench
+	$(BIN)/mypy
 
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q

@@ -18,6 +18,8 @@ from .support.servers import ROOT, SAMPLES, free_port
 
 SERVE_OPTIONS = [s.flag for s in SETTINGS]
 ENV_NAMES = [s.env for s in SETTINGS]
+NEW = "new-secret-0123456789abcdefghijklmnop"
+OLD = "old-secret-0123456789abcdefghijklmnop"
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +78,7 @@ def test_environment_variables_configure_tofu() -> None:
         {},
         {
             "TOFU_ORIGIN": str(SAMPLES),
-            "TOFU_SECRET": "new,old",
+            "TOFU_SECRET": f"{NEW}\n{OLD}",
             "TOFU_SIZES": "280, 280x194c 650s",
             "TOFU_PORT": "9123",
             "TOFU_CACHE_SIZE": "64MB",
@@ -86,7 +88,7 @@ def test_environment_variables_configure_tofu() -> None:
         },
     )
     assert config.origin == str(SAMPLES)
-    assert config.secret == ("new", "old")
+    assert config.secret == (NEW, OLD)
     assert config.sizes == ("280", "280x194c", "650s")
     assert len(config.allowed_sizes) == 3
     assert config.port == 9123
@@ -110,28 +112,28 @@ def test_negotiate_none_turns_negotiation_off() -> None:
 def test_flags_beat_the_environment() -> None:
     environ = {
         "TOFU_ORIGIN": "/definitely/not/here",
-        "TOFU_SECRET": "from-env",
+        "TOFU_SECRET": "from-env-" + "e" * 32,
         "TOFU_PORT": "1",
         "TOFU_SIZES": "0",  # invalid, but the flag replaces it
     }
     flags = {
         "origin": str(SAMPLES),
-        "secret": ["from-flag-1", "from-flag-2"],
+        "secret": [NEW, OLD],
         "port": "8081",
         "sizes": ["280"],
     }
     config = Config.load(flags, environ)
     assert config.origin == str(SAMPLES)
-    assert config.secret == ("from-flag-1", "from-flag-2")
+    assert config.secret == (NEW, OLD)
     assert config.port == 8081
     assert config.sizes == ("280",)
 
 
 def test_unset_flags_fall_back_to_the_environment_then_defaults() -> None:
     flags = {"origin": None, "secret": [], "dev": False, "port": None}
-    config = Config.load(flags, {"TOFU_ORIGIN": str(SAMPLES), "TOFU_SECRET": "k"})
+    config = Config.load(flags, {"TOFU_ORIGIN": str(SAMPLES), "TOFU_SECRET": NEW})
     assert config.origin == str(SAMPLES)
-    assert config.secret == ("k",)
+    assert config.secret == (NEW,)
     assert config.port == Config().port
 
 
@@ -254,7 +256,7 @@ def test_s3_origin_is_accepted_with_an_endpoint() -> None:
 def test_config_prints_json_with_secrets_masked(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TOFU_SECRET", "env-secret-one,env-secret-two")
+    monkeypatch.setenv("TOFU_SECRET", f"env-secret-one-{NEW}\nenv-secret-two-{OLD}")
     monkeypatch.setenv("TOFU_MAX_AGE", "600")
     args = ["config", "--origin", str(SAMPLES), "--sizes", "280x194c", "--workers", "2"]
     assert main(args) == 0
@@ -276,7 +278,7 @@ def test_config_subprocess_reads_the_environment() -> None:
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=clean_env(TOFU_ORIGIN="samples", TOFU_SECRET="a,b", TOFU_SIZES="280,650s"),
+        env=clean_env(TOFU_ORIGIN="samples", TOFU_SECRET=f"{NEW}\n{OLD}", TOFU_SIZES="280,650s"),
         timeout=60,
     )
     assert result.returncode == 0, result.stderr

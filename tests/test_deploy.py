@@ -168,7 +168,10 @@ def deployment() -> dict[str, Any]:
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
     """Plain values; a variable from a Secret or elsewhere stands in as a placeholder."""
-    return {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+    return {
+        e["name"]: e.get("value", "from-a-secret-of-at-least-32-bytes")
+        for e in container.get("env", [])
+    }
 
 
 def env_sets() -> dict[str, dict[str, str]]:
@@ -233,7 +236,9 @@ def test_k8s_deployment_probes_resources_and_graceful_stop() -> None:
     (container,) = pod["containers"]
     env = {**dockerfile_env(), **container_env(container)}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": int(env["TOFU_PORT"])}
+    assert ports == {"http": int(env["TOFU_PORT"]), "ops": int(env["TOFU_OPS_LISTEN"][1:])}
+    annotations = deployment()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["ops"])
 
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}

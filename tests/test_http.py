@@ -167,7 +167,8 @@ async def test_sample_urls(
 async def test_allowlist_mode_over_http(make_client: MakeClient) -> None:
     client = await make_client(origin=str(SAMPLES), sizes=("280x194c", "650s"))
     assert (await client.get(PHOTO_PATH)).status == 200
-    assert (await client.get("/recipes/1/650x650/cups.jpg")).status == 200
+    assert (await client.get("/recipes/1/650s/cups.jpg")).status == 200
+    assert (await client.get("/recipes/1/650x650/cups.jpg")).status == 403  # not canonical
     refused = await client.get("/recipes/1/651s/cups.jpg")
     assert refused.status == 403
     assert "allowlist" in assert_one_line_reason(refused.content_type, await refused.read())

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 import urllib.error
 import urllib.request
+
+import pytest
 
 from tests.support.servers import SAMPLES
 
@@ -69,3 +73,76 @@ def test_text_access_log_names_the_error_once(tofu_process):
     error_lines = [line for line in tofu.log().splitlines() if "280q0" in line]
     assert len(error_lines) == 1
     assert "status=400" in error_lines[0] and "quality must be 1-100" in error_lines[0]
+
+
+# --- injection (issue 8, finding 4) -----------------------------------------------------------
+
+# Each target decodes into a key (and path) holding a forged access-log line.
+FORGED = "GET admin.php status=200 bytes=1 ms=0.1 cache=hit key=admin.php"
+INJECTIONS = [
+    "/x%0A" + FORGED.replace(" ", "%20") + "/280/y.jpg",
+    "/x%0D%0A" + FORGED.replace(" ", "%20") + "/280/y.jpg",
+    '/x"%20status=200%20cache="hit/280/y.jpg',
+    "/x%22%20status=200/280/y%27.jpg",
+]
+
+
+def _raw_get(port: int, target: str) -> int:
+    """Send ``target`` byte for byte (no client-side normalisation); the status."""
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode("latin-1")
+        )
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_request_fields_cannot_forge_or_split_access_log_lines(tofu_process, log_format: str):
+    args = ["--origin", str(SAMPLES), "--dev", "--workers", "1", "--drain-seconds", "0"]
+    tofu = tofu_process([*args, "--log-format", log_format])
+    for target in INJECTIONS:
+        assert _raw_get(tofu.port, target) == 404
+    time.sleep(0.5)  # lines are flushed in batches
+    assert tofu.stop() == 0
+    log = tofu.log()
+    lines = [line for line in log.splitlines() if "/280/y" in line]
+    assert len(lines) == len(INJECTIONS), log
+    if log_format == "json":
+        entries = [json.loads(line) for line in lines]
+        assert [e["status"] for e in entries] == [404] * len(INJECTIONS)
+        assert "\n" + FORGED in entries[0]["key"] and "\r\n" + FORGED in entries[1]["key"]
+        return
+    assert not any(line.startswith("GET admin.php") for line in log.splitlines())
+    for line in lines:
+        method, path, fields = _parse_text_line(line)
+        assert path.startswith(("/x", '"/x'))
+        assert method == "GET" and fields["status"] == "404" and "\r" not in line
+        assert fields.keys() == {"status", "bytes", "ms", "cache", "key", "error"}, line
+        assert fields["key"].startswith('"x') and fields["key"].endswith('.jpg"')  # quoted
+    keys = [json.loads(_parse_text_line(line)[2]["key"]) for line in lines]
+    assert keys[0] == f"x\n{FORGED}/y.jpg" and keys[1] == f"x\r\n{FORGED}/y.jpg"
+    assert keys[2] == 'x" status=200 cache="hit/y.jpg'
+
+
+_TEXT_FIELD = re.compile(r'(?:(\w+)=)?("(?:[^"\\]|\\.)*"|[^ "]+)(?: |$)')
+
+
+def _parse_text_line(line: str) -> tuple[str, str, dict[str, str]]:
+    """Method, path and name=value fields of a text access-log line, checking that every field
+    is bare or one whole JSON string."""
+    tokens = []
+    pos = 0
+    while pos < len(line):
+        match = _TEXT_FIELD.match(line, pos)
+        assert match, f"unparseable at {pos}: {line}"
+        tokens.append(match.groups())
+        pos = match.end()
+    (_, method), (_, path), *rest = tokens
+    fields: dict[str, str] = {}
+    for name, value in rest:
+        assert name and name not in fields, line
+        fields[name] = value
+    return method, path, fields

@@ -32,7 +32,7 @@ from tofu.errors import NotFound, OriginError, OriginTimeout, Unprocessable
 from tofu.origins.s3 import S3Origin
 from tofu.signing import signed_path
 
-SECRET = "faults-secret"
+SECRET = "faults-secret-0123456789abcdefghijkl"
 JPEG = (SAMPLES / "recipes/1203423/5366e857.jpg").read_bytes()
 MARGIN = 3.0  # seconds of slack on a loaded machine, on top of a deadline
 

@@ -21,6 +21,7 @@ from tests.support.origins import CountingOrigin
 from tests.support.servers import SAMPLES
 from tofu.config import Config
 from tofu.errors import NotFound
+from tofu.negotiate import Negotiated
 from tofu.peers import (
     RENDER_PATH,
     TIMEOUT_HEADER,
@@ -31,7 +32,6 @@ from tofu.peers import (
     owner_of,
 )
 from tofu.server import App, create_app
-from tofu.negotiate import Negotiated
 from tofu.transform import ImageFormat, Transform
 from tofu.urls import parse_path
 

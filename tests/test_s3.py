@@ -30,7 +30,7 @@ from tofu.signing import signed_path
 
 SAMPLE_KEY = "recipes/1203423/5366e857.jpg"
 SAMPLE = SAMPLES / SAMPLE_KEY
-SECRET = "s3-test-secret"
+SECRET = "s3-test-secret-0123456789abcdefghijk"
 
 
 def origin(

@@ -19,8 +19,8 @@ from tofu.urls import ParsedPath as Parsed
 
 from .support.servers import ROOT
 
-SECRET = "s3cret-current"
-OLD_SECRET = "s3cret-previous"
+SECRET = "s3cret-current-0123456789abcdefghij"
+OLD_SECRET = "s3cret-previous-0123456789abcdefgh"
 PATH = "/recipes/1203423/280x194c/5366e857.jpg"
 BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
@@ -114,7 +114,11 @@ def test_allowlist_only_mode() -> None:
     assert not g.expects_signatures
     assert allowed("/recipes/1/280/cups.jpg", g)
     assert allowed("/recipes/1/280x194c/cups.jpg", g)
-    assert allowed("/recipes/1/650x650/cups.jpg", g)  # same size as 650s
+    # Same size as 650s, but unsigned URLs use the canonical spelling only.
+    assert (
+        refusal("/recipes/1/650x650/cups.jpg", g)
+        == "size '650x650' is allowed unsigned only as '650s'"
+    )
     assert refusal("/recipes/1/281/cups.jpg", g) == "size not in the allowlist"
     assert refusal("/recipes/1/280@2x/cups.jpg", g) == "size not in the allowlist"
     assert refusal("/recipes/1/280.webp/cups.jpg", g) == "size not in the allowlist"
@@ -130,9 +134,11 @@ def test_mixed_mode_signed_urls_and_an_allowlist() -> None:
     assert allowed("/recipes/1/280x194c/cups.jpg", g)  # unsigned, allowed size
     assert refusal("/recipes/1/750x500c/cups.jpg", g) == "missing signature"
     assert allowed(signed_path("/recipes/1/750x500c/cups.jpg", SECRET), g)
-    # A wrong signature is not excused by an allowed size.
+    # A wrong signature is not excused by an allowed size: the path is then read unsigned,
+    # its first segment part of another key.
     bad = signed_path("/recipes/1/280x194c/cups.jpg", "wrong")
-    assert refusal(bad, g) == "invalid signature"
+    assert g.check(parse(bad, g)).transform.key == bad.split("/")[1] + "/recipes/1/cups.jpg"
+    assert refusal(signed_path("/recipes/1/750x500c/cups.jpg", "wrong"), g) == "invalid signature"
 
 
 def test_dev_mode_is_open_only_without_secret_and_allowlist() -> None:
@@ -175,7 +181,7 @@ def test_cli_sign_prints_the_signed_path(capsys: pytest.CaptureFixture[str]) -> 
 def test_cli_sign_uses_the_first_secret_from_the_environment(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TOFU_SECRET", f"{SECRET}, {OLD_SECRET}")
+    monkeypatch.setenv("TOFU_SECRET", f"{SECRET}\n{OLD_SECRET}\n")
     assert main(["sign", PATH]) == 0
     assert capsys.readouterr().out.strip() == signed_path(PATH, SECRET)
 
@@ -183,7 +189,7 @@ def test_cli_sign_uses_the_first_secret_from_the_environment(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["sign", PATH], "give --secret KEY or set TOFU_SECRET"),
+        (["sign", PATH], "give --secret KEY or --secret-file PATH, or set TOFU_SECRET"),
         (["sign", PATH.lstrip("/"), "--secret", SECRET], "PATH must start with /"),
     ],
 )

@@ -34,7 +34,7 @@ def worker_args(origin: Path) -> list[str]:
         "--secret",
         SECRET,
         "--sizes",
-        "280,280x194",
+        "280,280x194s",
         "--workers",
         "2",
         "--drain-seconds",
@@ -101,7 +101,7 @@ def test_every_spelling_of_a_rendition_has_one_owner(node: TofuProcess) -> None:
     rendered by both workers. Routing is on the canonical rendition: one render per node."""
     before = scrape(node.url)
     targets = [
-        "/recipes/2/280x194/autumn.jpg",  # unsigned, an allowed size
+        "/recipes/2/280x194s/autumn.jpg",  # unsigned, an allowed size, canonically spelt
         signed("recipes/2/autumn.jpg", "280x194"),
         signed("recipes/2/autumn.jpg", "280x194s"),
         signed("recipes/2/autumn.jpg", "140x97@2x"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import TextIO
 
@@ -63,20 +64,38 @@ def format_json(request: web.BaseRequest, response: web.StreamResponse, seconds:
     return json.dumps(fields, separators=(",", ":"))
 
 
+# Anything but printable ASCII without space, '"' and '\\': request data with any of these is
+# quoted, so that it can end neither a field nor a line of the text log.
+_UNSAFE = re.compile(r"[^!#-\[\]-~]")
+
+
+def _field(text: str) -> str:
+    """``text`` as one text-log field: as it is when safe, else a JSON string (quoted, with
+    control characters, quotes, backslashes and non-ASCII escaped)."""
+    return text if _UNSAFE.search(text) is None else json.dumps(text)
+
+
 def format_text(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> str:
     # One f-string, not a dict and a join: this runs for every request.
+    method, path = request.method, request.raw_path
+    entry = request.get(REQUEST_LOG)
+    key = "-" if entry is None else entry.key
+    # The usual, clean case in a few C-speed scans (a third of the regex's time). The method
+    # needs none: the parser accepts only token characters there.
+    both = path + key
+    if not both.isascii() or not both.isprintable() or " " in both or '"' in both or "\\" in both:
+        path, key = _field(path), _field(key)
     line = (
-        f"{request.method} {request.raw_path} status={response.status} "
+        f"{method} {path} status={response.status} "
         f"bytes={response.body_length} ms={seconds * 1000:.2f}"
     )
-    entry = request.get(REQUEST_LOG)
     if entry is None:
         return line
-    line = f"{line} cache={entry.cache} key={entry.key}"
+    line = f"{line} cache={entry.cache} key={key}"
     if entry.phases:
         line += "".join(f" {k}_ms={v * 1000:.2f}" for k, v in entry.phases.items())
     if entry.error:
-        line += f" error={entry.error!r}"
+        line += f" error={json.dumps(entry.error)}"
     return line
 
 

@@ -17,7 +17,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class _CountingLRU(LRUCache):  # type: ignore[type-arg]
+class _CountingLRU(LRUCache[Any, Any]):
     """An LRUCache that reports each eviction (cachetools evicts through ``popitem``)."""
 
     def __init__(
@@ -84,32 +84,42 @@ class Memo(dict[K, V]):
         super().__setitem__(key, value)
 
 
-class BytesMemo(dict[K, V]):
-    """A plain dict that forgets everything once its keys and values would hold more than
-    ``max_bytes`` (``sys.getsizeof`` of each, plus the dict's own slot): lookups at C speed on
-    the hit path, and unique long keys cannot grow it without bound. For memos where a
-    forgotten entry only costs recomputing it."""
+class SizedMemo(Memo[K, V]):
+    """A ``Memo`` also bounded in bytes (``sizeof(key, value)`` per entry), for memos keyed by
+    request data, where long unique keys would otherwise hold memory."""
 
-    SLOT_BYTES = 64  # a dict entry (hash, key, value) and its index, amortised over resizes
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__()
+    def __init__(self, max_entries: int, max_bytes: int, sizeof: Callable[[K, V], int]) -> None:
+        super().__init__(max_entries)
         self.max_bytes = max_bytes
+        self._sizeof = sizeof
         self.bytes = 0
 
     def __setitem__(self, key: K, value: V) -> None:
-        size = sys.getsizeof(key) + sys.getsizeof(value) + self.SLOT_BYTES
-        previous = self.get(key)
-        if previous is not None:
-            self.bytes -= sys.getsizeof(key) + sys.getsizeof(previous) + self.SLOT_BYTES
-        elif self.bytes + size > self.max_bytes:
+        size = self._sizeof(key, value)
+        if key in self:
+            self.bytes -= self._sizeof(key, self[key])
+        elif len(self) >= self.max_entries or self.bytes + size > self.max_bytes:
             self.clear()
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)
         self.bytes += size
 
     def clear(self) -> None:
         super().clear()
         self.bytes = 0
+
+
+class BytesMemo(SizedMemo[K, V]):
+    """A ``SizedMemo`` bounded in bytes only, counting ``sys.getsizeof`` of each key and value
+    plus the dict's own slot: for memos of plain values (strings, numbers)."""
+
+    SLOT_BYTES = 64  # a dict entry (hash, key, value) and its index, amortised over resizes
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(sys.maxsize, max_bytes, self._entry_bytes)
+
+    @classmethod
+    def _entry_bytes(cls, key: object, value: object) -> int:
+        return sys.getsizeof(key) + sys.getsizeof(value) + cls.SLOT_BYTES
 
 
 class SingleFlight(Generic[K, V]):

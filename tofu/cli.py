@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tofu.config import SETTINGS, Config, ConfigError
+from tofu.config import SETTINGS, Config, ConfigError, Setting, signing_secrets
 from tofu.signing import signed_path
 
 _EPILOG = """\
@@ -17,13 +17,17 @@ Size tokens: 280 (width), x200 (height), 650s or 894x1461s (fit inside), 280x194
 q60 (quality), u (allow upscaling), @2x (device pixel ratio), w (width from the Sec-CH-Width
 client hint), .webp/.avif/.png/.jpeg/.gif (format).
 
-Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_SECRET=a,b).
+Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_CACHE_SIZE=512MB);
+lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET and
+TOFU_SECRET_FILE hold one secret or path per line.
 AWS credentials and region come from the standard AWS variables and config files.
 """
 
 
-def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    for setting in SETTINGS:
+def _add_serve_options(
+    parser: argparse.ArgumentParser, settings: Sequence[Setting] = SETTINGS
+) -> None:
+    for setting in settings:
         default = getattr(Config, setting.name, None)
         shown = (
             f" [env {setting.env}; default {default!r}]"
@@ -68,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(config)
     sign = commands.add_parser("sign", help="print PATH with its signature prepended")
     sign.add_argument("path", help="an unsigned path, e.g. /recipes/1/280x194c/photo.jpg")
-    sign.add_argument("--secret", help="signing secret [env TOFU_SECRET: the first is used]")
+    # The same settings, read by the same code as `serve`: the first secret signs.
+    _add_serve_options(sign, [s for s in SETTINGS if s.name in ("secret", "secret_file", "dev")])
     return parser
 
 
@@ -92,11 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    import os
-
-    secret = args.secret or os.environ.get("TOFU_SECRET", "").split(",")[0].strip()
-    if not secret:
-        print("tofu sign: give --secret KEY or set TOFU_SECRET", file=sys.stderr)
+    try:
+        secret = signing_secrets(vars(args))[0]
+    except ConfigError as exc:
+        print(f"tofu sign: {exc}", file=sys.stderr)
         return 2
     if not args.path.startswith("/"):
         print("tofu sign: PATH must start with /", file=sys.stderr)

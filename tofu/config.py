@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
 from tofu.transform import ImageFormat, Size
-from tofu.urls import parse_size
+from tofu.urls import parse_size, size_token
 
 
 class ConfigError(Exception):
@@ -43,8 +43,21 @@ def parse_bytes(text: str) -> int:
     return int(match[1]) * _BYTE_UNITS[match[2].lower()]
 
 
-def _split(text: str) -> tuple[str, ...]:
+def _words(text: str) -> tuple[str, ...]:
+    """A list of words separated by commas and/or whitespace: ``280,280x194c 650s``."""
     return tuple(part for part in re.split(r"[,\s]+", text) if part)
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    """A list of lines, each item byte for byte but for its line end (LF or CRLF); blank lines
+    (empty or only whitespace) are ignored. For values that may hold commas and spaces."""
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return tuple(line for line in lines if line.strip())
+
+
+# HMAC-SHA256 keys shorter than this are guessable from one signed URL (the probe recovered a
+# one-character key in under a millisecond); 32 bytes is the hash's own strength.
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,11 @@ class Setting:
     name: str  # the Config field; flag --name-with-dashes; env TOFU_NAME
     help: str
     parse: Callable[[str], Any] = str
-    multiple: bool = False  # repeatable flag; comma/space separated in the environment
+    multiple: bool = False  # a list: the flag repeats, the TOFU_* value is split by `split`
     flag_only: bool = False  # a boolean switch
     secret: bool = False  # masked by `tofu config`
+    split: Callable[[str], tuple[str, ...]] = _words  # the list syntax of the TOFU_* value
+    split_flag: bool = True  # each flag value is split the same way; False: one value, one item
 
     @property
     def flag(self) -> str:
@@ -119,6 +134,31 @@ def _format(text: str) -> ImageFormat | None:
         ) from None
 
 
+def _secret(text: str) -> str:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("a secret is not valid UTF-8") from None
+    return text
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port); ``":PORT"`` is every interface (host ``""``), an IPv6
+    host goes in brackets (``[::1]:9090``)."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):([0-9]{1,5})", text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9090, :9090, [::1]:9090)")
+    port = int(match[2])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return match[1].strip("[]"), port
+
+
+def _host_port(text: str) -> str:
+    split_host_port(text)
+    return text
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -127,12 +167,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("origin", "originals: a directory, or s3://BUCKET[/PREFIX]", _origin),
     Setting("host", "address to listen on"),
     Setting("port", "port to listen on", _non_negative(int)),
+    Setting(
+        "ops_listen",
+        "HOST:PORT (or :PORT, every interface) to serve /metrics, /healthz and /readyz on; "
+        "/metrics is then not served on the public port (404). With several workers, the "
+        "first worker serves it (its /metrics covers all workers)",
+        _host_port,
+    ),
     Setting("s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)"),
     Setting(
         "secret",
-        "URL signing secret; repeat for rotation (all are accepted, the first signs)",
+        "URL signing secret, at least 32 bytes, taken byte for byte; repeat the flag for "
+        "rotation (all are accepted, the first signs). The variable holds one per line",
+        _secret,
         multiple=True,
         secret=True,
+        split=_lines,
+        split_flag=False,
+    ),
+    Setting(
+        "secret_file",
+        "file of signing secrets, one per line (blank lines ignored), added after the --secret "
+        "ones: keeps them out of ps output. The variable holds one path per line",
+        multiple=True,
+        split=_lines,
+        split_flag=False,
     ),
     Setting(
         "sizes",
@@ -141,7 +200,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dev",
-        "development mode: allow starting with neither secret nor sizes (all URLs open)",
+        "development mode: allow starting with neither secret nor sizes (all URLs open), "
+        "and secrets shorter than 32 bytes",
         flag_only=True,
     ),
     Setting(
@@ -189,6 +249,19 @@ SETTINGS: tuple[Setting, ...] = (
         "fetch_retries",
         "retries after a failed origin fetch (throttling, 5xx, resets)",
         _non_negative(int),
+    ),
+    Setting(
+        "idle_timeout",
+        "seconds a connection may go without a complete request (idle between requests, or "
+        "sending its headers slowly) before it is closed; keep it above the load balancer's "
+        "idle timeout for upstream connections",
+        _positive(float),
+    ),
+    Setting(
+        "max_path_length",
+        "longest request path in characters as sent (query string excluded); longer: 414 "
+        "before parsing",
+        _positive(int),
     ),
     Setting("max_output_side", "largest output width or height in pixels", _positive(int)),
     Setting("max_source_pixels", "largest source image in pixels (width x height)", _positive(int)),
@@ -265,8 +338,10 @@ class Config:
     origin: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+    ops_listen: str = ""
     s3_endpoint_url: str | None = None
-    secret: tuple[str, ...] = ()
+    secret: tuple[str, ...] = ()  # Config.load adds the --secret-file ones
+    secret_file: tuple[str, ...] = ()
     sizes: tuple[str, ...] = ()
     dev: bool = False
     workers: int = field(default_factory=_cores)
@@ -278,6 +353,8 @@ class Config:
     request_timeout: float = 30.0
     fetch_timeout: float = 10.0
     fetch_retries: int = 2
+    idle_timeout: float = 75.0
+    max_path_length: int = 2048
     max_output_side: int = 4096
     max_source_pixels: int = 50_000_000
     max_source_bytes: int = 32 << 20
@@ -298,6 +375,11 @@ class Config:
     log_level: str = "info"
 
     @property
+    def ops_address(self) -> tuple[str, int] | None:
+        """Where the operations endpoints are served apart, if they are."""
+        return split_host_port(self.ops_listen) if self.ops_listen else None
+
+    @property
     def allowed_sizes(self) -> frozenset[Size]:
         return frozenset(parse_size(token, self.max_output_side) for token in self.sizes)
 
@@ -305,34 +387,7 @@ class Config:
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
         """Flags (raw strings, lists of strings or True) win over ``TOFU_*`` variables, which
         win over defaults. Raises ``ConfigError`` listing every bad value."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        errors: list[str] = []
-        invalid: set[str] = set()  # given but not valid: already reported, once
-        for setting in SETTINGS:
-            raw = flags.get(setting.name)
-            source = setting.flag
-            if raw is None or raw == [] or raw is False:
-                raw = environ.get(setting.env)
-                source = setting.env
-                if raw is None or raw == "":
-                    continue
-                if setting.flag_only:
-                    raw = raw.lower() in ("1", "true", "yes", "on")
-                elif setting.multiple:
-                    raw = _split(raw)
-            try:
-                if setting.flag_only:
-                    values[setting.name] = bool(raw)
-                elif setting.multiple:
-                    items = [p for item in raw for p in _split(item)]
-                    parsed = (setting.parse(p) for p in items)
-                    values[setting.name] = tuple(v for v in parsed if v is not None)
-                else:
-                    values[setting.name] = setting.parse(raw)
-            except ValueError as exc:
-                errors.append(f"{source}: {exc}")
-                invalid.add(setting.name)
+        values, errors, invalid = _read(SETTINGS, flags, environ)
         config = cls(**values)
         errors.extend(config._problems(set(values) | invalid))
         if errors:
@@ -343,6 +398,7 @@ class Config:
         problems = []
         if not self.origin and "origin" not in given:
             problems.append("--origin is required (a directory or s3://BUCKET[/PREFIX])")
+        problems.extend(_secret_problems(self.secret, self.dev))
         if not self.secret and not self.sizes and not self.dev:
             problems.append(
                 "refusing to serve every size unsigned: give --secret KEY (signed URLs) or "
@@ -350,11 +406,20 @@ class Config:
             )
         for token in self.sizes:
             try:
-                parse_size(token, self.max_output_side)
+                canonical = size_token(parse_size(token, self.max_output_side))
             except BadRequest as exc:
                 problems.append(f"--sizes: {exc.reason}")
+                continue
+            if token != canonical:
+                problems.append(
+                    f"--sizes: {token!r} is spelled {canonical!r}: unsigned URLs must use "
+                    "the canonical spelling of a size, so list that"
+                )
         if not 0 <= self.port <= 65535:
             problems.append("--port must be 0-65535")
+        ops = self.ops_address
+        if ops is not None and ops[1] == self.port:
+            problems.append("--ops-listen must use another port than the public port (--port)")
         if not 0 < self.cache_item_max <= 1:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:
@@ -374,3 +439,82 @@ class Config:
                 value = [v.value if isinstance(v, ImageFormat) else v for v in value]
             out[f.name] = value
         return out
+
+
+def signing_secrets(
+    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The secrets ``tofu serve`` verifies with, read from the same flags and variables by the
+    same code (``tofu sign`` signs with the first, so the two cannot disagree). Raises
+    ``ConfigError`` when there is none or one is refused."""
+    signing = tuple(_BY_NAME[name] for name in ("secret", "secret_file", "dev"))
+    values, errors, _ = _read(signing, flags, environ)
+    secrets: tuple[str, ...] = values.get("secret", ())
+    errors.extend(_secret_problems(secrets, values.get("dev", False)))
+    if not secrets and not errors:
+        errors.append("give --secret KEY or --secret-file PATH, or set TOFU_SECRET")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return secrets
+
+
+def _read(
+    settings: Iterable[Setting], flags: Mapping[str, Any], environ: Mapping[str, str] | None
+) -> tuple[dict[str, Any], list[str], set[str]]:
+    """Parsed values of ``settings`` (flags over ``TOFU_*`` variables; secrets from the files
+    appended to ``secret``), the problems found, and the names given but invalid."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    invalid: set[str] = set()  # given but not valid: already reported, once
+    for setting in settings:
+        raw: Any = flags.get(setting.name)  # a string, a list of strings, True or None
+        source = setting.flag
+        if raw is None or raw == [] or raw is False:
+            raw = environ.get(setting.env)
+            source = setting.env
+            if raw is None or raw == "":
+                continue
+            if setting.flag_only:
+                raw = raw.lower() in ("1", "true", "yes", "on")
+            elif setting.multiple:
+                raw = setting.split(raw)
+        elif setting.multiple and setting.split_flag:
+            raw = [item for value in raw for item in setting.split(value)]
+        try:
+            if setting.flag_only:
+                values[setting.name] = bool(raw)
+            elif setting.multiple:
+                parsed = (setting.parse(item) for item in raw)
+                values[setting.name] = tuple(v for v in parsed if v is not None)
+            else:
+                values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            errors.append(f"{source}: {exc}")
+            invalid.add(setting.name)
+    if values.get("secret_file"):
+        from_files: list[str] = []
+        for path in values["secret_file"]:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    found = _lines(file.read())
+            except (OSError, UnicodeDecodeError) as exc:
+                errors.append(f"--secret-file: cannot read {path!r}: {exc}")
+                continue
+            if not found:
+                errors.append(f"--secret-file: {path!r} holds no secret")
+            from_files.extend(found)
+        values["secret"] = values.get("secret", ()) + tuple(from_files)
+    return values, errors, invalid
+
+
+def _secret_problems(secrets: Iterable[str], dev: bool) -> list[str]:
+    """Secrets that are too short to sign with, by position (never quoting them)."""
+    if dev:
+        return []
+    return [
+        f"--secret: secret {n} is {size} bytes; secrets must be at least {MIN_SECRET_BYTES} bytes "
+        "(e.g. `openssl rand -base64 32`), unless --dev"
+        for n, secret in enumerate(secrets, 1)
+        if (size := len(secret.encode(errors="surrogateescape"))) < MIN_SECRET_BYTES
+    ]

@@ -39,6 +39,12 @@ class NotFound(TofuError):
     status = 404
 
 
+class UriTooLong(TofuError):
+    """The request path is over the length limit; refused before parsing."""
+
+    status = 414
+
+
 class UnsupportedMediaType(TofuError):
     """The original is not an image format tofu renders."""
 

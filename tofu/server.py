@@ -7,15 +7,17 @@ request -> parse URL (``urls``) -> verify (``signing``) -> cache/origin/render (
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
-from tofu.cache import Memo
+from tofu.cache import SizedMemo
 from tofu.config import Config
-from tofu.errors import Overloaded, TofuError
+from tofu.errors import Overloaded, TofuError, UriTooLong
 from tofu.hints import ACCEPT_CH, ClientHints
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
@@ -31,6 +33,8 @@ _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
 _CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
 _ORIGIN_RECHECK_SECONDS = 5.0
 _VERIFIED_PATHS = 10_000
+_VERIFIED_BYTES = 8 << 20
+_VERIFIED_ENTRY_OVERHEAD = 400  # ParsedPath, Transform, Size and the dict slot, roughly
 _METHODS = frozenset(("GET", "HEAD"))
 
 
@@ -96,9 +100,13 @@ class Handlers:
         self._accept_ch = ACCEPT_CH if config.client_hints else None
         self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
-        self._requests: dict[tuple[int, str], object] = {}
-        # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC.
-        self._verified: Memo[str, ParsedPath] = Memo(_VERIFIED_PATHS)
+        self._requests: dict[tuple[int, str], Callable[[], None]] = {}
+        self._max_path_length = config.max_path_length
+        # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC;
+        # bounded in bytes too, as the paths come from clients.
+        self._verified: SizedMemo[str, ParsedPath] = SizedMemo(
+            _VERIFIED_PATHS, _VERIFIED_BYTES, _verified_size
+        )
 
     def _count(self, request: web.BaseRequest, status: int, cache: str, seconds: float) -> None:
         inc = self._requests.get((status, cache))
@@ -106,7 +114,7 @@ class Handlers:
             inc = self._requests[(status, cache)] = self._metrics.requests.labels(
                 str(status), cache
             ).inc
-        inc()  # type: ignore[operator]
+        inc()
         self._metrics.request_seconds.observe(seconds)
 
     async def image(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -117,6 +125,8 @@ class Handlers:
         vary: tuple[str, ...] = ()
         try:
             raw_path = request.raw_path.partition("?")[0]
+            if len(raw_path) > self._max_path_length:
+                raise UriTooLong(f"path longer than {self._max_path_length} characters")
             parsed = self._verified.get(raw_path)
             if parsed is None:
                 parsed = parse_path(
@@ -125,7 +135,7 @@ class Handlers:
                     expect_signature=self._guard.expects_signatures,
                 )
                 log.key = parsed.transform.key
-                self._guard.check(parsed)
+                parsed = self._guard.check(parsed)
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
             transform = parsed.transform
@@ -190,6 +200,15 @@ class Handlers:
         )
 
 
+def _verified_size(raw_path: str, parsed: ParsedPath) -> int:
+    return (
+        sys.getsizeof(raw_path)
+        + sys.getsizeof(parsed.signed_path)
+        + sys.getsizeof(parsed.transform.key)
+        + _VERIFIED_ENTRY_OVERHEAD
+    )
+
+
 def _not_modified(request: web.BaseRequest, entry: Entry) -> bool:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
@@ -219,6 +238,10 @@ def error_response(exc: TofuError) -> web.Response:
     return web.Response(status=status, text=exc.reason + "\n", headers=headers)
 
 
+async def _not_found(request: web.BaseRequest) -> web.Response:
+    return web.Response(status=404, text="not found\n", headers={"Cache-Control": "no-store"})
+
+
 class App:
     """tofu's HTTP application, built from one ``Config`` by ``create_app``.
 
@@ -240,11 +263,15 @@ class App:
         self.health = Health(origin)
         self.peers = peers
         handlers = Handlers(config, self.service, self.metrics, self.health, peers)
-        self._fixed = {
+        self.handlers = handlers
+        self._ops = {
             "/healthz": handlers.healthz,
             "/readyz": handlers.readyz,
             "/metrics": handlers.metrics,
         }
+        self._fixed = dict(self._ops)
+        if config.ops_address is not None:
+            self._fixed["/metrics"] = _not_found  # served on the ops address only
         self._image = handlers.image
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -263,6 +290,10 @@ class App:
             response.force_close()
             response.headers["Connection"] = "close"
         return response
+
+    async def handle_ops(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The operations endpoints alone, for ``--ops-listen``."""
+        return await self._ops.get(request.path, _not_found)(request)
 
     async def close(self) -> None:
         if self.peers is not None:

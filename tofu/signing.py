@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from tofu.errors import Forbidden
 from tofu.transform import Size
-from tofu.urls import ParsedPath, build_path
+from tofu.urls import ParsedPath, build_path, size_token
 
 
 def sign(path: str, secret: str) -> str:
@@ -36,22 +36,25 @@ def url_for(key: str, size: str, secret: str, base_url: str = "") -> str:
 class Guard:
     """Decides whether a parsed request may be served: a valid signature, or an allowed size.
 
-    With secrets, a signed URL is always accepted; an unsigned one only if its size is in the
-    allowlist. Without secrets, the allowlist alone decides. ``open`` (dev mode) allows all.
+    With secrets, a signed URL is always accepted, however its size is spelled; an unsigned one
+    only if its size is in the allowlist and spelled canonically (``size_token``), so that
+    unsigned clients cannot multiply a CDN's cache keys with aliases (``0280``, ``140@2x``).
+    Without secrets, the allowlist alone decides. ``open`` (dev mode) allows all.
     """
 
     def __init__(
         self, secrets: Iterable[str], allowed_sizes: Iterable[Size], *, open: bool = False
     ) -> None:
         self._keys = [s.encode() for s in secrets]
-        self._allowed = frozenset(allowed_sizes)
+        self._allowed = {size: size_token(size) for size in allowed_sizes}
         self._open = open and not self._keys and not self._allowed
 
     @property
     def expects_signatures(self) -> bool:
         return bool(self._keys)
 
-    def check(self, parsed: ParsedPath) -> None:
+    def check(self, parsed: ParsedPath) -> ParsedPath:
+        """The reading of ``parsed`` to serve, or ``Forbidden`` with the reason."""
         if parsed.signature is not None:
             message = parsed.signed_path.encode()
             # Compare the encodings, not the decoded bytes: base64 decoding ignores the unused
@@ -60,10 +63,18 @@ class Guard:
             for key in self._keys:
                 digest = hmac.new(key, message, hashlib.sha256).digest()
                 if hmac.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"="), given):
-                    return
+                    return parsed
+            # A key's own first segment may look like a signature: read unsigned, the path may
+            # be allowed as it stands.
+            unsigned = parsed.unsigned()
+            if self._allowed.get(unsigned.transform.size) == unsigned.size_token:
+                return unsigned
             raise Forbidden("invalid signature")
-        if self._open or parsed.transform.size in self._allowed:
-            return
-        if self._keys:
-            raise Forbidden("missing signature")
-        raise Forbidden("size not in the allowlist")
+        if self._open:
+            return parsed
+        canonical = self._allowed.get(parsed.transform.size)
+        if canonical is None:
+            raise Forbidden("missing signature" if self._keys else "size not in the allowlist")
+        if parsed.size_token != canonical:
+            raise Forbidden(f"size {parsed.size_token!r} is allowed unsigned only as {canonical!r}")
+        return parsed

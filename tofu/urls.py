@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from tofu.errors import BadRequest
-from tofu.formats import BY_NAME
+from tofu.formats import BY_NAME, ImageFormat
 from tofu.hints import Adapt
 from tofu.transform import Fit, Gravity, Size, Transform
 
@@ -56,7 +56,21 @@ class ParsedPath:
     signature: str | None  # the signature segment, when the URL carries one
     signed_path: str  # the raw path the signature covers: everything after the signature
     transform: Transform
+    size_token: str  # the size segment as sent (still percent-encoded)
     adapt: Adapt = Adapt.DPR  # which client hints may change the size (tofu.hints)
+
+    def unsigned(self) -> ParsedPath:
+        """The same path read without a signature: a signature-shaped first segment is then
+        the first segment of the key (it is URL-safe base64, so it decodes to itself)."""
+        if self.signature is None:
+            return self
+        return ParsedPath(
+            None,
+            f"/{self.signature}{self.signed_path}",
+            Transform(f"{self.signature}/{self.transform.key}", self.transform.size),
+            self.size_token,
+            self.adapt,
+        )
 
 
 def parse_size(token: str, max_side: int) -> Size:
@@ -141,6 +155,32 @@ def _parse_size(token: str, max_side: int) -> tuple[Size, Adapt]:
     return size, adapt
 
 
+_MODE_LETTERS = {Gravity.CENTRE: "c", Gravity.ATTENTION: "a"}
+_EXTENSIONS = {ImageFormat.JPEG: "jpg"}
+
+
+def size_token(size: Size) -> str:
+    """The canonical spelling of ``size``, the one an unsigned URL must use: no leading zeros,
+    no DPR (already folded into the box), a box always with its mode letter (``650s``,
+    ``894x1461s``, ``40c``) and the side only once when it is square, then ``q``, ``u`` and the
+    format (``.jpg`` for JPEG), in that order. ``parse_size`` gives ``size`` back."""
+    width, height = size.width, size.height
+    if size.fit is Fit.INSIDE and (width is None or height is None):
+        dims = f"{width}" if height is None else f"x{height}"
+    else:
+        if size.fit is Fit.INSIDE:
+            mode = "s"
+        elif size.gravity is Gravity.FOCAL and size.focal is not None:
+            mode = f"f{size.focal[0]}-{size.focal[1]}"
+        else:
+            mode = _MODE_LETTERS[size.gravity]
+        dims = f"{width}{mode}" if width == height else f"{width}x{height}{mode}"
+    quality = f"q{size.quality}" if size.quality is not None else ""
+    upscale = "u" if size.upscale else ""
+    fmt = f".{_EXTENSIONS.get(size.format, size.format.value)}" if size.format else ""
+    return dims + quality + upscale + fmt
+
+
 def _decode_segment(raw: str) -> str:
     try:
         segment = unquote(raw, errors="strict")
@@ -165,7 +205,7 @@ def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> Parse
     key = "/".join(_decode_segment(s) for s in [*prefix, name])
     size, adapt = _parse_size(_decode_segment(token), max_side)
     signed_path = "/" + "/".join(segments)
-    return ParsedPath(signature, signed_path, Transform(key, size), adapt)
+    return ParsedPath(signature, signed_path, Transform(key, size), token, adapt)
 
 
 def build_path(key: str, size_token: str) -> str:

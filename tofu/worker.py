@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from tofu import access_log, logs
+from tofu import access_log, logs, protocol
 from tofu.config import Config
 from tofu.metrics import Metrics
 from tofu.peers import PeerHandler, Peers
@@ -44,8 +44,11 @@ async def _serve(
     memory = RenderMemory(config.render_memory, memory_path, index)
     app = create_app(config, peers=peers, render_memory=memory)
     sink = access_log.AccessLogSink(sys.stdout)
-    server = web.Server(
-        app.handle, access_log_class=access_log.access_logger_class(config.log_format, sink)
+    server = protocol.Server(
+        app.handle,
+        idle_timeout=config.idle_timeout,
+        max_path_length=config.max_path_length,
+        access_log_class=access_log.access_logger_class(config.log_format, sink),
     )
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
@@ -61,6 +64,20 @@ async def _serve(
         await peer_runner.setup()
         await web.UnixSite(peer_runner, peer_sockets[index]).start()
         runners.append(peer_runner)
+    ops = config.ops_address
+    if ops is not None and index == 0:
+        # One process owns the ops port; its /metrics aggregates every worker's.
+        ops_server = protocol.Server(
+            app.handle_ops,
+            idle_timeout=config.idle_timeout,
+            max_path_length=config.max_path_length,
+            access_log=None,
+        )
+        ops_runner = web.ServerRunner(ops_server, shutdown_timeout=config.shutdown_timeout)
+        await ops_runner.setup()
+        await web.TCPSite(ops_runner, ops[0] or None, ops[1]).start()
+        runners.append(ops_runner)
+        log.info("operations endpoints on http://%s:%d", ops[0] or "*", ops[1])
     # Public traffic last: by then siblings can already reach this worker.
     site = web.TCPSite(
         runner, config.host, config.port, reuse_port=config.workers > 1, backlog=2048

@@ -1,0 +1,100 @@
+"""HTTP/1 at the connection level: aiohttp's low-level server with tofu's treatment of requests
+that never reach a handler.
+
+- Malformed requests (a lowercase or unknown method, an over-long request line or header, a NUL
+  or other invalid byte in the target, TLS sent to the plain port...) get a plain one-line 4xx
+  that does not echo the request, and one access-log line naming the problem; no traceback.
+- Absolute-form targets (``GET http://host/path``, RFC 9112 section 3.2.2) are served as their
+  path.
+- A connection that has not sent a complete request within ``idle_timeout`` seconds of opening
+  or of its previous response (idle, or trickling its headers) is closed: aiohttp's keep-alive
+  timer, which runs until a request's headers are complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_exceptions import BadHttpMethod, InvalidURLError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+
+from tofu.server import REQUEST_LOG, RequestLog
+
+# Room for the method, query string and version around the longest allowed path.
+_REQUEST_LINE_SLACK = 4096
+
+
+def _refusal(exc: BaseException | None) -> tuple[int, str]:
+    """Status and one-line reason for a request the parser refused, never quoting it."""
+    if isinstance(exc, LineTooLong):
+        # The parser raises this for the target and for headers alike; its first argument is
+        # the start of the offending text: a target starts with "/" or a scheme.
+        start = exc.args[0] if exc.args else b""
+        if isinstance(start, bytes | bytearray) and start[:1] in (b"/", b"h", b"H"):
+            return 414, "request target too long"
+        return 431, "request header too long"
+    if isinstance(exc, BadHttpMethod):
+        return 400, "bad request method (methods are upper case: GET, HEAD)"
+    if isinstance(exc, InvalidURLError):
+        return 400, "bad request target"
+    return 400, "bad request: not valid HTTP/1.1"
+
+
+class _Protocol(RequestHandler):
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)  # a bug: traceback
+        status, reason = _refusal(exc)
+        request[REQUEST_LOG] = RequestLog(error=reason)  # the access log's one line says why
+        response = web.Response(
+            status=status, text=reason + "\n", headers={"Cache-Control": "no-store"}
+        )
+        response.force_close()
+        return response
+
+
+class Server(web.Server):
+    """``web.Server`` with the behaviour described in the module docstring."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        idle_timeout: float,
+        max_path_length: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            handler,
+            request_factory=self._request,
+            keepalive_timeout=idle_timeout,
+            max_line_size=max_path_length + _REQUEST_LINE_SLACK,
+            **kwargs,
+        )
+
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+    def _request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        if not message.path.startswith("/") and message.url.absolute:
+            message = message._replace(path=message.url.raw_path_qs)
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
