@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+THUMBOR := bench/.venv-thumbor/bin/thumbor
 
 .PHONY: serve test lint system-deps bench-load bench-compare bench-soak clean
 
@@ -29,6 +30,11 @@ system-deps:
 	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose chromium >/dev/null; \
 	fi
 
+# thumbor 7 in its own virtualenv (its dependencies must not mix with tofu's): the thumbor
+# compatibility tests run it side by side with tofu, the benchmarks compare against it.
+$(THUMBOR): $(STAMP)
+	$(BIN)/python -c "from bench.servers import ensure_thumbor; ensure_thumbor()"
+
 serve: $(STAMP)
 	@echo "tofu on http://127.0.0.1:$(PORT) over ./samples (dev mode: unsigned URLs allowed). Try:"
 	@echo "  http://127.0.0.1:$(PORT)/recipes/1203423/750x500cq60/5366e857.jpg"
@@ -44,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tofu tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint $(THUMBOR)
 	$(BIN)/python -m pytest -q
 
 clean:

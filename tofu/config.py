@@ -127,11 +127,12 @@ def _format(text: str) -> ImageFormat | None:
         # 256 colours make poor stills; animations get GIF anyway when WebP is not accepted.
         raise ValueError("gif is never negotiated for stills; animations fall back to it")
     try:
-        return ImageFormat(text.lower())
+        fmt = ImageFormat(text.lower())
     except ValueError:
         raise ValueError(
             f"{text!r} is not one of {', '.join(f.value for f in FORMATS)}, none"
         ) from None
+    return fmt
 
 
 def _secret(text: str) -> str:
@@ -202,6 +203,21 @@ SETTINGS: tuple[Setting, ...] = (
         "dev",
         "development mode: allow starting with neither secret nor sizes (all URLs open), "
         "and secrets shorter than 32 bytes",
+        flag_only=True,
+    ),
+    Setting(
+        "thumbor_key",
+        "thumbor SECURITY_KEY: serve thumbor URLs signed with it, taken byte for byte; repeat "
+        "the flag for rotation. The variable holds one per line",
+        _secret,
+        multiple=True,
+        secret=True,
+        split=_lines,
+        split_flag=False,
+    ),
+    Setting(
+        "thumbor_unsafe",
+        "serve thumbor's unsigned /unsafe/ URLs (ALLOW_UNSAFE_URL; always on with --dev)",
         flag_only=True,
     ),
     Setting(
@@ -344,6 +360,8 @@ class Config:
     secret_file: tuple[str, ...] = ()
     sizes: tuple[str, ...] = ()
     dev: bool = False
+    thumbor_key: tuple[str, ...] = ()
+    thumbor_unsafe: bool = False
     workers: int = field(default_factory=_cores)
     max_renders: int = field(default_factory=_cores)
     vips_concurrency: int = 1
@@ -399,10 +417,12 @@ class Config:
         if not self.origin and "origin" not in given:
             problems.append("--origin is required (a directory or s3://BUCKET[/PREFIX])")
         problems.extend(_secret_problems(self.secret, self.dev))
-        if not self.secret and not self.sizes and not self.dev:
+        opened = self.secret or self.sizes or self.thumbor_key or self.thumbor_unsafe or self.dev
+        if not opened:
             problems.append(
-                "refusing to serve every size unsigned: give --secret KEY (signed URLs) or "
-                "--sizes LIST (an allowlist), or --dev for local development"
+                "refusing to serve every size unsigned: give --secret KEY (signed URLs), "
+                "--sizes LIST (an allowlist), --thumbor-key KEY (signed thumbor URLs), "
+                "or --dev for local development"
             )
         for token in self.sizes:
             try:

@@ -18,6 +18,7 @@ from aiohttp import web
 from tofu.cache import SizedMemo
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError, UriTooLong
+from tofu.frontends import build_frontends
 from tofu.hints import ACCEPT_CH, ClientHints
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
@@ -25,8 +26,7 @@ from tofu.origins import Origin, open_origin
 from tofu.peers import Peers
 from tofu.render_memory import RenderMemory
 from tofu.service import Entry, ImageService
-from tofu.signing import Guard
-from tofu.urls import ParsedPath, parse_path
+from tofu.urls import ParsedPath
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
 _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
@@ -90,7 +90,7 @@ class Handlers:
         self._peers = peers
         self._metrics = metrics
         self._health = health
-        self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
+        self._frontends = build_frontends(config)
         self._negotiator = Negotiator(config.negotiate)
         self._hints = ClientHints(
             client_hints=config.client_hints,
@@ -98,7 +98,6 @@ class Handlers:
             max_side=config.max_output_side,
         )
         self._accept_ch = ACCEPT_CH if config.client_hints else None
-        self._max_side = config.max_output_side
         self._cache_control = f"public, max-age={config.max_age}, immutable"
         self._requests: dict[tuple[int, str], Callable[[], None]] = {}
         self._max_path_length = config.max_path_length
@@ -129,13 +128,10 @@ class Handlers:
                 raise UriTooLong(f"path longer than {self._max_path_length} characters")
             parsed = self._verified.get(raw_path)
             if parsed is None:
-                parsed = parse_path(
-                    raw_path,
-                    max_side=self._max_side,
-                    expect_signature=self._guard.expects_signatures,
-                )
+                frontend = self._frontends.select(raw_path)
+                parsed = frontend.parse(raw_path)
                 log.key = parsed.transform.key
-                parsed = self._guard.check(parsed)
+                parsed = frontend.verify(parsed)
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
             transform = parsed.transform

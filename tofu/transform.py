@@ -21,6 +21,7 @@ class Fit(enum.Enum):
 
     INSIDE = "inside"  # scale to fit inside width x height (either may be open), aspect kept
     COVER = "cover"  # scale to cover width x height exactly, then crop the overflow
+    OUTSIDE = "outside"  # scale to cover width x height, keeping all of it (no crop)
 
 
 class Gravity(enum.Enum):
@@ -31,6 +32,86 @@ class Gravity(enum.Enum):
     FOCAL = "focal"  # keep a given focal point as close to the centre as possible
 
 
+class TrimCorner(enum.Enum):
+    """Whose colour ``trim`` removes from the edges."""
+
+    TOP_LEFT = "top-left"
+    BOTTOM_RIGHT = "bottom-right"
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """Cut away the border that has the corner pixel's colour (within ``tolerance``)."""
+
+    corner: TrimCorner = TrimCorner.TOP_LEFT
+    tolerance: int = 0  # colour difference still counted as the border (libvips find_trim)
+
+
+# (red, green, blue, alpha), 0-255 each.
+Colour = tuple[int, int, int, int]
+
+
+class FillKind(enum.Enum):
+    COLOUR = "colour"
+    BLUR = "blur"  # the picture itself, blurred and stretched over the box
+    AUTO = "auto"  # the picture's median colour
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """Pad a fit-inside result to the full requested box."""
+
+    kind: FillKind
+    colour: Colour = (0, 0, 0, 0)  # only with FillKind.COLOUR
+    # Composite a transparent picture onto the fill; otherwise its alpha is dropped.
+    merge_alpha: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoundCorner:
+    radius_x: int
+    radius_y: int
+    colour: Colour  # what the cut corners show; alpha 0 makes them transparent
+
+
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """Edits beyond scaling and cropping to the box (thumbor URLs have them). The defaults mean
+    "none", so that a rendition without any is the same cache key whatever its URL grammar.
+
+    Geometry before scaling: ``trim``, then ``crop`` (in source pixels, after EXIF orientation);
+    the box: ``adaptive``, ``original_width``/``original_height``, ``focal_box``; after scaling,
+    in this order: flips, ``rotate``, ``grayscale``, ``brightness``, ``contrast``, ``blur``,
+    ``round_corner``, ``fill``, ``background``; when encoding: ``max_bytes``.
+    """
+
+    trim: Trim | None = None
+    crop: tuple[int, int, int, int] | None = None  # left, top, right, bottom (exclusive)
+    adaptive: bool = False  # swap the box's sides when its orientation is not the source's
+    original_width: bool = False  # the box's width is the (cropped) source's
+    original_height: bool = False
+    focal_box: tuple[int, int, int, int] | None = None  # source pixels: left, top, right, bottom
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    rotate: int = 0  # counter-clockwise degrees: 0, 90, 180 or 270
+    grayscale: bool = False
+    brightness: int = 0  # percent of full scale added to every channel
+    contrast: int = 0  # -100..100; 0 keeps it
+    blur: tuple[int, float] | None = None  # radius, sigma (pixels)
+    round_corner: RoundCorner | None = None
+    fill: Fill | None = None
+    background: Colour | None = None  # what transparent parts are flattened onto
+    max_bytes: int | None = None  # lower the quality until the JPEG/WebP fits
+
+    @property
+    def cuts_source(self) -> bool:
+        """Whether the source is cut before scaling (so shrink-on-load cannot be used)."""
+        return self.trim is not None or self.crop is not None
+
+
+NO_OPERATIONS = Operations()
+
+
 @dataclass(frozen=True, slots=True)
 class Size:
     """The size token of a URL, parsed and canonicalised (DPR already folded into the box)."""
@@ -39,14 +120,19 @@ class Size:
     height: int | None
     fit: Fit = Fit.INSIDE
     gravity: Gravity = Gravity.CENTRE
-    focal: tuple[int, int] | None = None  # percent of width, height; only with Gravity.FOCAL
+    focal: tuple[float, float] | None = None  # percent of width, height; only with Gravity.FOCAL
     quality: int | None = None  # None: the output format's default
     format: ImageFormat | None = None  # None: negotiated, or the source's family
     upscale: bool = False
     save_data: bool = False  # the client sent Save-Data: on; the format's lower default quality
+    operations: Operations = NO_OPERATIONS
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.focal is not None:
+            # One spelling of a point, whichever grammar gave it (tofu's whole percents,
+            # thumbor's alignments), so that equal sizes also serialise alike.
+            object.__setattr__(self, "focal", (float(self.focal[0]), float(self.focal[1])))
         object.__setattr__(self, "_hash", _hash_fields(self))
 
     def __hash__(self) -> int:

@@ -171,7 +171,7 @@ def size_token(size: Size) -> str:
         if size.fit is Fit.INSIDE:
             mode = "s"
         elif size.gravity is Gravity.FOCAL and size.focal is not None:
-            mode = f"f{size.focal[0]}-{size.focal[1]}"
+            mode = f"f{size.focal[0]:g}-{size.focal[1]:g}"
         else:
             mode = _MODE_LETTERS[size.gravity]
         dims = f"{width}{mode}" if width == height else f"{width}x{height}{mode}"

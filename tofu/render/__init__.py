@@ -20,6 +20,12 @@ The steps, in order, each a small function in ``steps.py``:
 6. ``flatten``        alpha onto a white background when the output format has none (JPEG)
    (libvips computes the pixels of steps 3-6 only now, in one pass over the image)
 7. ``encode``         the output format, metadata stripped, per-format quality defaults
+
+Sizes with ``operations`` (thumbor URLs) add the steps of ``adjust.py``: ``cut`` (decode,
+trim, manual crop) replaces shrink-on-load when the source is cut before scaling, ``resolve``
+turns the operations' box rules into a plain ``Size`` for ``plan``, ``adjust`` (flips, rotation,
+colour filters, corners, fill) runs after ``crop_focal``, and ``encode_within`` honours
+``max_bytes``.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ import pyvips
 from tofu.errors import Unprocessable
 from tofu.formats import FORMATS
 from tofu.negotiate import Negotiated
+from tofu.render import steps
+from tofu.render.adjust import adjust, cut, encode_within, resolve, shrink_image
 from tofu.render.animated import animated_output, render_animated
 from tofu.render.cancel import Cancellation
-from tofu.render.encode import encode
 from tofu.render.runtime import configure_libvips, release_freed_memory
 from tofu.render.steps import (
     Geometry,
@@ -55,7 +62,7 @@ from tofu.render.steps import (
     to_8bit,
     vips_reason,
 )
-from tofu.transform import ImageFormat, Size
+from tofu.transform import NO_OPERATIONS, ImageFormat, Size
 
 __all__ = [
     "Cancellation",
@@ -92,14 +99,22 @@ def prepare(
     the Accept header), else the source's family; animated sources within budget stay animated.
     Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
     source = probe(data, settings)
-    geometry = plan(source, size, settings)
-    animated = animated_output(source, size, settings, negotiated)
+    ops = size.operations
+    if ops.cuts_source:
+        # Planned again on the cut in execute; it decodes the whole source.
+        geometry = plan(source, resolve(size, source, settings), settings)
+        memory = memory_bytes(source, geometry, whole=True)
+    else:
+        size = resolve(size, source, settings)
+        geometry = plan(source, size, settings)
+        memory = memory_bytes(source, geometry)
+    animated = animated_output(source, size, settings, negotiated) if not ops.cuts_source else None
     if animated is not None:
         # thumbnail(n=-1) holds every frame, decoded and resized, with alpha.
         frames = source.width * source.height * source.frames * 4
         return Plan(source, geometry, size, animated, True, frames)
     output = size.format or (negotiated.still if negotiated else None) or source.family
-    return Plan(source, geometry, size, output, False, memory_bytes(source, geometry))
+    return Plan(source, geometry, size, output, False, memory)
 
 
 def execute(
@@ -114,9 +129,15 @@ def execute(
         return render_animated(data, plan.source, plan.size, plan.output, settings)
     cancellation = cancellation or Cancellation()
     started = time.perf_counter()
-    source, geometry = plan.source, plan.geometry
+    source, geometry, size = plan.source, plan.geometry, plan.size
+    ops = size.operations
     try:
-        if source.turbo_decodable and not settings.exact_shrink:
+        if ops.cuts_source:
+            image, cut_source, offset = cut(data, source, ops)
+            size = resolve(size, cut_source, settings, offset)
+            geometry = steps.plan(cut_source, size, settings)
+            image = shrink_image(image, geometry)
+        elif source.turbo_decodable and not settings.exact_shrink:
             image = decode_scaled(data, source, geometry)
             cancellation.check()
             image = resize(image, source, geometry)
@@ -131,6 +152,8 @@ def execute(
             cancellation.check()
         image = crop(image, geometry)
         image = crop_focal(image, geometry)
+        if ops != NO_OPERATIONS:
+            image = adjust(image, size)
         image = to_8bit(image)
         image = flatten(image, plan.output)
         # libvips is demand-driven: nothing is decoded until pixels are asked for. Computing
@@ -146,8 +169,8 @@ def execute(
         release_freed_memory()  # its decode buffers are gone now
     cancellation.check()
     try:
-        quality = FORMATS[plan.output].quality(plan.size.quality, plan.size.save_data)
-        body = encode(image, plan.output, quality, settings)
+        quality = FORMATS[plan.output].quality(size.quality, size.save_data)
+        body = encode_within(image, plan.output, quality, settings, ops.max_bytes)
     except pyvips.Error as exc:
         raise Unprocessable(f"cannot encode {plan.output.value}: {vips_reason(exc)}") from None
     return Rendition(

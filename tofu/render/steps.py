@@ -88,7 +88,7 @@ class Geometry:
     box_height: int
     crop: str | None  # libvips "interesting": "centre" | "attention"
     upscale: bool
-    focal: tuple[int, int, int, int] | None  # final width, height, focal x%, focal y%
+    focal: tuple[int, int, float, float] | None  # final width, height, focal x%, focal y%
     resized_width: int = 0  # the whole image, displayed orientation, before any crop
     resized_height: int = 0
     decode_scale: int = 8  # JPEG: decoded at decode_scale/8 of the stored size
@@ -219,13 +219,14 @@ def _with_resized_size(geometry: Geometry, source: Source, settings: RenderSetti
     )
 
 
-def memory_bytes(source: Source, geometry: Geometry) -> int:
+def memory_bytes(source: Source, geometry: Geometry, *, whole: bool = False) -> int:
     """About the most memory a render holds at once: the decoded image (at the DCT scale for
-    JPEG; whole for other formats, whose decoders or libvips hold a full frame), a progressive
-    JPEG's coefficients for the whole image (two bytes per sample), and the resized image."""
+    JPEG; whole for other formats, whose decoders or libvips hold a full frame, and with
+    ``whole``), a progressive JPEG's coefficients for the whole image (two bytes per sample),
+    and the resized image."""
     pixel = source.bands * source.sample_bytes
     resized = geometry.resized_width * geometry.resized_height * pixel
-    if source.loader != "jpeg":
+    if source.loader != "jpeg" or whole:
         return source.width * source.height * pixel + resized
     stored_width, stored_height = source.stored_size
     m = geometry.decode_scale

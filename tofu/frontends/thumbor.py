@@ -1,0 +1,408 @@
+"""thumbor's URL grammar and URL signing, as thumbor 7 and libthumbor define them.
+
+    /(unsafe|SIGNATURE)/[trim[:top-left|bottom-right][:TOLERANCE]/][AxB:CxD/]
+        [adaptive-][full-]fit-in/][-]W|orig x [-]H|orig/][left|center|right/][top|middle|bottom/]
+        [smart/][filters:NAME(ARGS)[:NAME(ARGS)...]/]IMAGE
+
+The pattern is libthumbor's ``Url.regex``; IMAGE is the original's key in the configured origin
+(plain or percent-encoded). ``SIGNATURE`` is thumbor's: HMAC-SHA1 with the security key over the
+path after the signature segment exactly as it arrived (still percent-encoded), in URL-safe
+base64 with its ``=`` padding (28 characters). Everything maps onto tofu's ``Size`` and its
+``Operations``: a plain ``WxH`` (thumbor crops to fill the box) is tofu's ``WxHc``, so
+``/unsafe/300x200/a.jpg`` and ``/300x200c/a.jpg`` are one cache entry.
+
+Filters parse as thumbor parses them: an unknown filter, or one whose arguments do not match
+its pattern, is ignored. ``meta/`` (thumbor's JSON description) and ``debug/`` are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote
+
+import webcolors
+
+from tofu.errors import BadRequest, Forbidden
+from tofu.hints import Adapt
+from tofu.transform import (
+    NO_OPERATIONS,
+    Colour,
+    Fill,
+    FillKind,
+    Fit,
+    Gravity,
+    ImageFormat,
+    Operations,
+    RoundCorner,
+    Size,
+    Transform,
+    Trim,
+    TrimCorner,
+)
+from tofu.urls import ParsedPath
+
+# A signature segment: 27 base64url characters and the "=" padding, which clients may send
+# percent-encoded.
+SIGNATURE_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{27}(?:=|%3[dD])")
+UNSAFE = "unsafe"
+
+# libthumbor's Url.regex(has_unsafe_or_hash=False), group for group.
+_URL_RE = re.compile(
+    r"(?:(?P<debug>debug)/)?"
+    r"(?:(?P<meta>meta)/)?"
+    r"(?:(?P<trim>trim(?::(?:top-left|bottom-right))?(?::\d+)?)/)?"
+    r"(?:(?P<crop_left>\d+)x(?P<crop_top>\d+):(?P<crop_right>\d+)x(?P<crop_bottom>\d+)/)?"
+    r"(?:(?P<adaptive>adaptive-)?(?P<full>full-)?(?P<fit_in>fit-in)/)?"
+    r"(?:(?P<horizontal_flip>-)?(?P<width>(?:\d+|orig))?"
+    r"x(?P<vertical_flip>-)?(?P<height>(?:\d+|orig))?/)?"
+    r"(?:(?P<halign>left|right|center)/)?"
+    r"(?:(?P<valign>top|bottom|middle)/)?"
+    r"(?:(?P<smart>smart)/)?"
+    r"(?:filters:(?P<filters>.+?\))/)?"
+    r"(?P<image>.+)"
+)
+_HALIGN = {"left": 0.0, "center": 50.0, "right": 100.0}
+_VALIGN = {"top": 0.0, "middle": 50.0, "bottom": 100.0}
+_FORMATS = {
+    "jpeg": ImageFormat.JPEG,
+    "jpg": ImageFormat.JPEG,
+    "png": ImageFormat.PNG,
+    "webp": ImageFormat.WEBP,
+    "avif": ImageFormat.AVIF,
+    "gif": ImageFormat.GIF,
+}
+_MAX_BLUR_RADIUS = 150  # thumbor's cap
+_MAX_SIGMA_PER_RADIUS = 7.0
+_MAX_SIGMA = 1000.0  # libvips' gaussblur limit
+
+# thumbor's filter argument patterns (thumbor.filters.BaseFilter).
+_POSITIVE = r"[\d]+"
+_POSITIVE_NON_ZERO = r"[\d]*[1-9][\d]*"
+_NUMBER = r"[-]?[\d]+"
+_DECIMAL = r"[-]?(?:(?:[\d]+\.?[\d]*)|(?:[\d]*\.?[\d]+))"
+_BOOLEAN = r"[Tt]rue|[Ff]alse|1|0"
+_STRING = r"(?:'.+?')|(?:[^,]+?)"
+_WORD = r"[\w]+"
+
+
+def _filter_re(name: str, *params: str, required: int | None = None) -> re.Pattern[str]:
+    """The pattern thumbor compiles for a filter: ``name(p1, p2...)``, parameters after the
+    first ``required`` optional (thumbor's ``compile_regex``)."""
+    required = len(params) if required is None else required
+    parts = []
+    for i, param in enumerate(params):
+        comma = "," if i else ""
+        optional = "?" if i >= required else ""
+        parts.append(rf"(?:{comma}\s*({param})\s*){optional}")
+    return re.compile(rf"{name}\({''.join(parts)}\)")
+
+
+def _boolean(text: str | None) -> bool:
+    return text in ("true", "True", "1")
+
+
+class _Request:
+    """What a thumbor URL asks for, gathered while parsing (mutable; becomes a ``Size``)."""
+
+    def __init__(self) -> None:
+        self.quality: int | None = None
+        self.format: ImageFormat | None = None
+        self.upscale = False
+        self.operations: dict[str, Any] = {}
+
+
+def _quality(request: _Request, value: str) -> None:
+    request.quality = min(max(int(value), 1), 100)
+
+
+def _format(request: _Request, value: str) -> None:
+    # As thumbor: a format it does not know (or tofu cannot encode: heic, heif) means "none".
+    request.format = _FORMATS.get(value.strip("'").lower())
+
+
+def _fill(request: _Request, colour: str, merge: str | None = None) -> None:
+    if colour == "blur":
+        fill = Fill(FillKind.BLUR, merge_alpha=_boolean(merge))
+    elif colour == "auto":
+        fill = Fill(FillKind.AUTO, merge_alpha=_boolean(merge))
+    else:
+        fill = Fill(FillKind.COLOUR, parse_colour(colour), _boolean(merge))
+    request.operations["fill"] = fill
+
+
+def _focal(request: _Request, box: str) -> None:
+    parsed = re.match(r"(\d+)x(\d+):(\d+)x(\d+)", box.strip("'"))
+    if parsed:
+        left, top, right, bottom = (int(v) for v in parsed.groups())
+        if right - left and bottom - top:
+            request.operations["focal_box"] = (left, top, right, bottom)
+
+
+def _upscale(request: _Request) -> None:
+    request.upscale = True
+
+
+def _no_upscale(request: _Request) -> None:
+    request.upscale = False  # tofu never upscales unless asked
+
+
+def _flag(name: str) -> Callable[[_Request], None]:
+    def set_flag(request: _Request) -> None:
+        request.operations[name] = True
+
+    return set_flag
+
+
+def _ignore(request: _Request) -> None:
+    """strip_icc, strip_exif: tofu strips all metadata anyway (after converting to sRGB)."""
+
+
+def _rotate(request: _Request, value: str) -> None:
+    degrees = int(value)
+    if degrees % 90 == 0:  # thumbor ignores other angles
+        request.operations["rotate"] = degrees % 360
+
+
+def _max_bytes(request: _Request, value: str) -> None:
+    request.operations["max_bytes"] = int(value)
+
+
+def _blur(request: _Request, radius: str, sigma: str | None = None) -> None:
+    size = min(int(radius), _MAX_BLUR_RADIUS)
+    spread = abs(float(sigma)) if sigma else 0.0  # thumbor squares it; 0 means the radius
+    # Beyond a few radii the truncated Gaussian is a box blur already; capping it keeps the
+    # libvips mask within the radius (an unbounded sigma would make it unbounded).
+    sigma_cap = min(_MAX_SIGMA_PER_RADIUS * size, _MAX_SIGMA)
+    request.operations["blur"] = (size, min(spread or size, sigma_cap))
+
+
+def _brightness(request: _Request, value: str) -> None:
+    request.operations["brightness"] = int(value)
+
+
+def _contrast(request: _Request, value: str) -> None:
+    request.operations["contrast"] = int(value)
+
+
+def _round_corner(
+    request: _Request, radius: str, red: str, green: str, blue: str, transparent: str | None = None
+) -> None:
+    radius_x, _, radius_y = radius.partition("|")
+    alpha = 0 if _boolean(transparent) else 255
+    request.operations["round_corner"] = RoundCorner(
+        int(radius_x),
+        int(radius_y or radius_x),
+        (min(int(red), 255), min(int(green), 255), min(int(blue), 255), alpha),
+    )
+
+
+def _background_color(request: _Request, colour: str) -> None:
+    request.operations["background"] = parse_colour(colour)
+
+
+_Apply = Callable[..., None]
+_FILTERS: dict[str, tuple[re.Pattern[str], _Apply]] = {
+    "quality": (_filter_re("quality", _POSITIVE), _quality),
+    "format": (_filter_re("format", _STRING), _format),
+    "fill": (_filter_re("fill", _WORD, _BOOLEAN, required=1), _fill),
+    "focal": (_filter_re("focal", _STRING), _focal),
+    "upscale": (_filter_re("upscale"), _upscale),
+    "no_upscale": (_filter_re("no_upscale"), _no_upscale),
+    "grayscale": (_filter_re("grayscale"), _flag("grayscale")),
+    "strip_icc": (_filter_re("strip_icc"), _ignore),
+    "strip_exif": (_filter_re("strip_exif"), _ignore),
+    "rotate": (_filter_re("rotate", _NUMBER), _rotate),
+    "max_bytes": (_filter_re("max_bytes", _POSITIVE), _max_bytes),
+    "blur": (_filter_re("blur", _POSITIVE_NON_ZERO, _DECIMAL, required=1), _blur),
+    "brightness": (_filter_re("brightness", _NUMBER), _brightness),
+    "contrast": (_filter_re("contrast", _NUMBER), _contrast),
+    "round_corner": (
+        _filter_re(
+            "round_corner",
+            r"[\d]+(?:\|[\d]+)?",
+            _POSITIVE,
+            _POSITIVE,
+            _POSITIVE,
+            _BOOLEAN,
+            required=4,
+        ),
+        _round_corner,
+    ),
+    "background_color": (_filter_re("background_color", _WORD), _background_color),
+}
+SUPPORTED_FILTERS = frozenset(_FILTERS)
+
+
+def parse_colour(text: str) -> Colour:
+    """A colour as thumbor's ``fill`` and ``background_color`` take it: a CSS name, hex digits
+    without the ``#`` (3 or 6), or ``transparent``."""
+    name = text.strip("'").lower()
+    if name == "transparent":
+        return (0, 0, 0, 0)
+    try:
+        red, green, blue = webcolors.name_to_rgb(name)
+    except ValueError:
+        try:
+            red, green, blue = webcolors.hex_to_rgb("#" + name)
+        except ValueError:
+            raise BadRequest(f"unknown colour {text!r}") from None
+    return (red, green, blue, 255)
+
+
+def _apply_filters(request: _Request, filters: str) -> None:
+    """thumbor's ``FiltersFactory.create_instances``: split on ``):``, ignore what it does not
+    know or cannot parse, apply the rest in order."""
+    parts = filters.split("):")
+    for i, part in enumerate(parts):
+        name = part.split("(")[0]
+        known = _FILTERS.get(name)
+        if known is None:
+            continue
+        text = part if i == len(parts) - 1 else part + ")"
+        pattern, apply = known
+        match = pattern.match(text)
+        if match is None:
+            continue
+        apply(request, *match.groups())
+
+
+def _image_key(raw: str) -> str:
+    try:
+        key = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("image path is not valid percent-encoded UTF-8") from None
+    if re.match(r"[a-z][a-z0-9+.-]*://", key, re.IGNORECASE):
+        raise BadRequest("image must be a key in the origin, not a URL (no HTTP loader)")
+    key = key.lstrip("/")
+    segments = key.split("/")
+    if any(s in ("", ".", "..") for s in segments) or "\\" in key or "\x00" in key:
+        raise BadRequest("image path has an empty or dot segment")
+    return key
+
+
+def parse_options(path: str, max_side: int) -> Transform:
+    """Parse a thumbor path after its ``unsafe``/signature segment (no leading slash)."""
+    match = _URL_RE.fullmatch(path)
+    if match is None:  # only when the image part is empty
+        raise BadRequest("no original image was specified in the URL")
+    if match["meta"]:
+        raise BadRequest("meta/ (thumbor's JSON metadata) is not supported")
+    if match["debug"]:
+        raise BadRequest("debug/ is not supported")
+    # Tornado decodes each group of the route before thumbor sees it.
+    filters = unquote(match["filters"] or "")
+
+    request = _Request()
+    ops: dict[str, Any] = {}
+    if match["trim"]:
+        parts = match["trim"].split(":")[1:]
+        corner = TrimCorner.TOP_LEFT
+        if parts and parts[0] in ("top-left", "bottom-right"):
+            corner = TrimCorner(parts.pop(0))
+        ops["trim"] = Trim(corner, int(parts[0]) if parts else 0)
+    if match["crop_left"] is not None:
+        box = tuple(int(match[g]) for g in ("crop_left", "crop_top", "crop_right", "crop_bottom"))
+        left, top, right, bottom = box
+        if any(box) and left < right and top < bottom:
+            ops["crop"] = (left, top, right, bottom)
+    ops["flip_horizontal"] = bool(match["horizontal_flip"])
+    ops["flip_vertical"] = bool(match["vertical_flip"])
+    _apply_filters(request, filters)
+    ops.update(request.operations)
+
+    # thumbor clamps sizes to MAX_WIDTH/MAX_HEIGHT; tofu's limit is --max-output-side.
+    width_text, height_text = match["width"], match["height"]
+    width = min(int(width_text), max_side) if width_text and width_text != "orig" else 0
+    height = min(int(height_text), max_side) if height_text and height_text != "orig" else 0
+    original_width, original_height = width_text == "orig", height_text == "orig"
+
+    fit_in = bool(match["fit_in"])
+    gravity, focal = Gravity.CENTRE, None
+    if fit_in:
+        fit = Fit.OUTSIDE if match["full"] else Fit.INSIDE
+        ops["adaptive"] = bool(match["adaptive"])
+        ops.pop("focal_box", None)  # nothing is cropped
+        if original_width or original_height:  # the box side is the source's: no limit there
+            original_width = original_height = False
+    elif (width or original_width) and (height or original_height):
+        fit = Fit.COVER
+        if "focal_box" in ops:
+            gravity = Gravity.FOCAL
+        elif match["smart"]:
+            gravity = Gravity.ATTENTION
+        else:
+            focal = (_HALIGN[match["halign"] or "center"], _VALIGN[match["valign"] or "middle"])
+            if focal != (50.0, 50.0):
+                gravity = Gravity.FOCAL
+            else:
+                focal = None
+        ops["original_width"], ops["original_height"] = original_width, original_height
+    else:
+        # One side (the other follows the aspect ratio) or none (the source's size): "orig"
+        # on one side with the other open is the source's size too.
+        fit = Fit.INSIDE
+        ops.pop("focal_box", None)
+    if gravity is not Gravity.FOCAL:
+        ops.pop("focal_box", None)
+    size = Size(
+        width=width or None,
+        height=height or None,
+        fit=fit,
+        gravity=gravity,
+        focal=focal,
+        quality=request.quality,
+        format=request.format,
+        upscale=request.upscale,
+        operations=_canonical(Operations(**ops)),
+    )
+    return Transform(_image_key(match["image"]), size)
+
+
+def _canonical(ops: Operations) -> Operations:
+    # The one "no operations" value, so renders skip their steps by identity-free equality.
+    return NO_OPERATIONS if ops == NO_OPERATIONS else ops
+
+
+def sign(path: str, key: str | bytes) -> str:
+    """thumbor's signature of ``path`` (the URL after the signature segment, as sent, no leading
+    slash): libthumbor's ``CryptoURL`` and thumbor's ``base64_hmac_sha1`` signer."""
+    secret = key.encode() if isinstance(key, str) else key
+    digest = hmac.new(secret, path.encode(), hashlib.sha1).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+class ThumborFrontend:
+    """Claims ``/unsafe/...`` and ``/SIGNATURE/...``; verifies against every ``keys`` entry
+    (rotation); unsafe URLs only when ``allow_unsafe``."""
+
+    def __init__(self, keys: Iterable[str], *, allow_unsafe: bool, max_side: int) -> None:
+        self._keys = [k.encode() for k in keys]
+        self._allow_unsafe = allow_unsafe
+        self._max_side = max_side
+
+    def claims(self, raw_path: str) -> bool:
+        first = raw_path[1:].partition("/")[0]
+        return first == UNSAFE or SIGNATURE_SEGMENT_RE.fullmatch(first) is not None
+
+    def parse(self, raw_path: str) -> ParsedPath:
+        first, _, rest = raw_path[1:].partition("/")
+        signature = None if first == UNSAFE else unquote(first)
+        transform = parse_options(rest, self._max_side)
+        # Client hints never rescale a thumbor URL: its crop boxes are in source pixels.
+        return ParsedPath(signature, rest, transform, size_token="", adapt=Adapt.NONE)
+
+    def verify(self, parsed: ParsedPath) -> ParsedPath:
+        if parsed.signature is None:
+            if not self._allow_unsafe:
+                raise Forbidden("unsafe thumbor URLs are not allowed (--thumbor-unsafe)")
+            return parsed
+        given = parsed.signature
+        for key in self._keys:
+            if hmac.compare_digest(sign(parsed.signed_path, key), given):
+                return parsed
+        raise Forbidden("invalid thumbor signature")
