@@ -15,7 +15,7 @@ from tofu.config import Config, ConfigError
 from tofu.errors import Forbidden
 from tofu.signing import Guard, sign, signed_path
 from tofu.transform import Fit, Gravity, ImageFormat, Size
-from tofu.urls import parse_path, parse_size, size_token
+from tofu.urls import parse_path, parse_size, parse_size_spec, size_token
 
 from .support.servers import SAMPLES
 
@@ -92,6 +92,7 @@ ALIASES = [
     ("280x194cq080", "280x194cq80"),
     ("280x280", "280s"),
     ("280x194.jpeg", "280x194s.jpg"),
+    ("0600w", "600w"),
 ]
 
 
@@ -100,8 +101,8 @@ ALIASES = [
 def test_unsigned_urls_must_use_the_canonical_spelling(
     alias: str, canonical: str, with_secret: bool
 ) -> None:
-    sizes = [parse_size(t, MAX_SIDE) for t in ("280", "280x194c", "280x194cq80", "280s")]
-    sizes.append(parse_size("280x194s.jpg", MAX_SIDE))
+    tokens = ("280", "280x194c", "280x194cq80", "280s", "280x194s.jpg", "600w")
+    sizes = [parse_size_spec(t, MAX_SIDE) for t in tokens]
     guard = Guard([SECRET] if with_secret else [], sizes)
     assert check(f"/recipes/1/{canonical}/a.jpg", guard) == "recipes/1/a.jpg"
     reason = check(f"/recipes/1/{alias}/a.jpg", guard)
@@ -109,10 +110,20 @@ def test_unsigned_urls_must_use_the_canonical_spelling(
 
 
 def test_signed_urls_keep_the_spelling_they_were_signed_with() -> None:
-    guard = Guard([SECRET], [parse_size("280", MAX_SIDE)])
+    guard = Guard([SECRET], [parse_size_spec("280", MAX_SIDE)])
     for token in ("0280", "140@2x", "280x194c@1.0x"):
         path = f"/recipes/1/{token}/a.jpg"
         assert check(signed_path(path, SECRET), guard) == "recipes/1/a.jpg"
+
+
+def test_width_hint_sizes_are_allowed_as_listed() -> None:
+    # "600w" (width from the Width client hint) is its own allowlist entry, not "600".
+    config = Config.load({"origin": str(SAMPLES), "sizes": ["600w,280"]}, {})
+    guard = Guard([], config.allowed_sizes)
+    assert check("/recipes/1/600w/a.jpg", guard) == "recipes/1/a.jpg"
+    assert check("/recipes/1/280/a.jpg", guard) == "recipes/1/a.jpg"
+    assert check("/recipes/1/600/a.jpg", guard) == "refused: size not in the allowlist"
+    assert check("/recipes/1/280w/a.jpg", guard) == "refused: size not in the allowlist"
 
 
 def test_dev_mode_accepts_any_spelling() -> None:
@@ -130,7 +141,7 @@ def test_allowlist_entries_must_be_canonical() -> None:
 def test_signature_shaped_prefix_is_a_key_segment_in_allowlist_mode() -> None:
     path = f"/{SIGNATURE_LIKE}/280/a.jpg"
     expected = f"{SIGNATURE_LIKE}/a.jpg"
-    sizes = [parse_size("280", MAX_SIDE)]
+    sizes = [parse_size_spec("280", MAX_SIDE)]
     assert check(path, Guard([], sizes)) == expected
     assert check(path, Guard([SECRET], sizes)) == expected  # mixed: not a signature either
     assert check(path, Guard([], [], open=True)) == expected

@@ -14,7 +14,7 @@ from tofu.cli import main
 from tofu.errors import Forbidden
 from tofu.signing import Guard, sign, signed_path, url_for
 from tofu.transform import Transform
-from tofu.urls import SIGNATURE_RE, parse_path, parse_size
+from tofu.urls import SIGNATURE_RE, parse_path, parse_size, parse_size_spec
 from tofu.urls import ParsedPath as Parsed
 
 from .support.servers import ROOT
@@ -26,7 +26,7 @@ BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-
 
 
 def guard(secrets: Iterable[str] = (), sizes: Iterable[str] = (), *, open: bool = False) -> Guard:
-    return Guard(secrets, [parse_size(t, 4096) for t in sizes], open=open)
+    return Guard(secrets, [parse_size_spec(t, 4096) for t in sizes], open=open)
 
 
 def parse(path: str, g: Guard) -> Parsed:

@@ -15,8 +15,8 @@ from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
-from tofu.transform import ImageFormat, Size
-from tofu.urls import parse_size, size_token
+from tofu.transform import ImageFormat
+from tofu.urls import SizeSpec, parse_size_spec
 
 
 class ConfigError(Exception):
@@ -398,8 +398,8 @@ class Config:
         return split_host_port(self.ops_listen) if self.ops_listen else None
 
     @property
-    def allowed_sizes(self) -> frozenset[Size]:
-        return frozenset(parse_size(token, self.max_output_side) for token in self.sizes)
+    def allowed_sizes(self) -> frozenset[SizeSpec]:
+        return frozenset(parse_size_spec(token, self.max_output_side) for token in self.sizes)
 
     @classmethod
     def load(cls, flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
@@ -426,7 +426,7 @@ class Config:
             )
         for token in self.sizes:
             try:
-                canonical = size_token(parse_size(token, self.max_output_side))
+                canonical = parse_size_spec(token, self.max_output_side).token
             except BadRequest as exc:
                 problems.append(f"--sizes: {exc.reason}")
                 continue

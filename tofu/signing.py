@@ -13,8 +13,7 @@ import hmac
 from collections.abc import Iterable
 
 from tofu.errors import Forbidden
-from tofu.transform import Size
-from tofu.urls import ParsedPath, build_path, size_token
+from tofu.urls import ParsedPath, SizeSpec, build_path
 
 
 def sign(path: str, secret: str) -> str:
@@ -43,10 +42,10 @@ class Guard:
     """
 
     def __init__(
-        self, secrets: Iterable[str], allowed_sizes: Iterable[Size], *, open: bool = False
+        self, secrets: Iterable[str], allowed_sizes: Iterable[SizeSpec], *, open: bool = False
     ) -> None:
         self._keys = [s.encode() for s in secrets]
-        self._allowed = {size: size_token(size) for size in allowed_sizes}
+        self._allowed = {spec: spec.token for spec in allowed_sizes}
         self._open = open and not self._keys and not self._allowed
 
     @property
@@ -67,12 +66,12 @@ class Guard:
             # A key's own first segment may look like a signature: read unsigned, the path may
             # be allowed as it stands.
             unsigned = parsed.unsigned()
-            if self._allowed.get(unsigned.transform.size) == unsigned.size_token:
+            if self._allowed.get(unsigned.spec) == unsigned.size_token:
                 return unsigned
             raise Forbidden("invalid signature")
         if self._open:
             return parsed
-        canonical = self._allowed.get(parsed.transform.size)
+        canonical = self._allowed.get(parsed.spec)
         if canonical is None:
             raise Forbidden("missing signature" if self._keys else "size not in the allowlist")
         if parsed.size_token != canonical:

@@ -59,6 +59,11 @@ class ParsedPath:
     size_token: str  # the size segment as sent (still percent-encoded)
     adapt: Adapt = Adapt.DPR  # which client hints may change the size (tofu.hints)
 
+    @property
+    def spec(self) -> SizeSpec:
+        """The size as an allowlist would name it."""
+        return SizeSpec(self.transform.size, width_hint=self.adapt is Adapt.WIDTH)
+
     def unsigned(self) -> ParsedPath:
         """The same path read without a signature: a signature-shaped first segment is then
         the first segment of the key (it is URL-safe base64, so it decodes to itself)."""
@@ -76,6 +81,25 @@ class ParsedPath:
 def parse_size(token: str, max_side: int) -> Size:
     """Parse one size token; ``BadRequest`` with the reason when it is not valid."""
     return _parse_size(token, max_side)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SizeSpec:
+    """A size as an allowlist names it: the size, and whether the Width client hint may set
+    its width (the ``w`` option), since ``600`` and ``600w`` are different URLs to allow."""
+
+    size: Size
+    width_hint: bool = False
+
+    @property
+    def token(self) -> str:
+        return size_token(self.size, width_hint=self.width_hint)
+
+
+def parse_size_spec(token: str, max_side: int) -> SizeSpec:
+    """Parse one allowlist entry; ``BadRequest`` with the reason when it is not valid."""
+    size, adapt = _parse_size(token, max_side)
+    return SizeSpec(size, width_hint=adapt is Adapt.WIDTH)
 
 
 def _parse_size(token: str, max_side: int) -> tuple[Size, Adapt]:
@@ -159,11 +183,11 @@ _MODE_LETTERS = {Gravity.CENTRE: "c", Gravity.ATTENTION: "a"}
 _EXTENSIONS = {ImageFormat.JPEG: "jpg"}
 
 
-def size_token(size: Size) -> str:
+def size_token(size: Size, *, width_hint: bool = False) -> str:
     """The canonical spelling of ``size``, the one an unsigned URL must use: no leading zeros,
     no DPR (already folded into the box), a box always with its mode letter (``650s``,
-    ``894x1461s``, ``40c``) and the side only once when it is square, then ``q``, ``u`` and the
-    format (``.jpg`` for JPEG), in that order. ``parse_size`` gives ``size`` back."""
+    ``894x1461s``, ``40c``) and the side only once when it is square, then ``q``, ``u``, ``w``
+    and the format (``.jpg`` for JPEG), in that order. ``parse_size`` gives ``size`` back."""
     width, height = size.width, size.height
     if size.fit is Fit.INSIDE and (width is None or height is None):
         dims = f"{width}" if height is None else f"x{height}"
@@ -177,8 +201,9 @@ def size_token(size: Size) -> str:
         dims = f"{width}{mode}" if width == height else f"{width}x{height}{mode}"
     quality = f"q{size.quality}" if size.quality is not None else ""
     upscale = "u" if size.upscale else ""
+    hint = "w" if width_hint else ""
     fmt = f".{_EXTENSIONS.get(size.format, size.format.value)}" if size.format else ""
-    return dims + quality + upscale + fmt
+    return dims + quality + upscale + hint + fmt
 
 
 def _decode_segment(raw: str) -> str:
