@@ -4,10 +4,10 @@ A JPEG can be decoded directly at M/8 of its size (M = 1..8) by a scaled inverse
 skips most of the work for a small rendition. libvips' ``thumbnail`` keeps a factor of two for
 its final Lanczos step and decodes with the wheel's mozjpeg, which is slower than
 libjpeg-turbo 3; decoding as small as quality allows and handing the pixels to libvips for the
-rest takes a quarter off the render (bench/README.md has the measurements).
+rest takes a fifth off the render (README, Benchmarks).
 
 Which scale, measured on the corpus photos (resize-only SSIM against a Lanczos-3 downscale of
-the full decode, ``bench/shrink.py``):
+the full decode, as ``tests/test_quality.py`` measures it):
 
 - M = 5, 6 and 7 decode more slowly than the full image (libjpeg-turbo has SIMD for the 8x8,
   4x4, 2x2 and 1x1 transforms only), so they are never used.
