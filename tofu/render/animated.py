@@ -28,6 +28,7 @@ from tofu.render.steps import (
     Source,
     flatten,
     plan,
+    thumbnail_buffer,
     to_8bit,
     vips_reason,
 )
@@ -110,14 +111,9 @@ def _resize_frames(
         box_width = max(width, round(source.width * scale))
         box_height = max(height, round(source.height * scale))
         final = (width, height)
-    options: dict[str, object] = {
-        "height": box_height,
-        "size": "both" if geometry.upscale else "down",
-        "option_string": "n=-1,fail_on=error",
-    }
-    if source.needs_colour_transform:
-        options["export_profile"] = "srgb"
-    strip = pyvips.Image.thumbnail_buffer(data, box_width, **options)
+    strip = thumbnail_buffer(
+        data, source, box_width, box_height, geometry.upscale, "n=-1,fail_on=error"
+    )
     page_height = strip.get("page-height") if strip.get_typeof("page-height") else strip.height
     if final is not None:
         anchor = _anchor(strip, page_height, size, final)

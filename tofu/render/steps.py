@@ -252,10 +252,17 @@ def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
         if geometry.crop
         else (geometry.box_width, geometry.box_height)
     )
+    return thumbnail_buffer(data, source, width, height, geometry.upscale, "fail_on=error")
+
+
+def thumbnail_buffer(
+    data: bytes, source: Source, width: int, height: int, upscale: bool, load_options: str
+) -> pyvips.Image:
+    """libvips ``thumbnail`` into ``width`` x ``height``, to sRGB when the source needs it."""
     options: dict[str, object] = {
         "height": height,
-        "size": "both" if geometry.upscale else "down",
-        "option_string": "fail_on=error",
+        "size": "both" if upscale else "down",
+        "option_string": load_options,
     }
     if source.needs_colour_transform:
         options["export_profile"] = "srgb"
