@@ -55,14 +55,20 @@ def decode(body: bytes) -> np.ndarray:
     return to_array(pyvips.Image.new_from_buffer(body, "").colourspace("srgb"))
 
 
+def full_decode(data: bytes) -> pyvips.Image:
+    """The original decoded in full (no shrink-on-load), autorotated, in sRGB."""
+    image = pyvips.Image.new_from_buffer(data, "").autorot()
+    if image.get_typeof("icc-profile-data"):
+        return image.icc_transform("srgb")
+    if image.interpretation != "srgb":
+        return image.colourspace("srgb")
+    return image
+
+
 def lanczos_reference(data: bytes, width: int, height: int) -> np.ndarray:
     """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``
     and centre-cropped to it."""
-    image = pyvips.Image.new_from_buffer(data, "").autorot()
-    if image.get_typeof("icc-profile-data"):
-        image = image.icc_transform("srgb")
-    elif image.interpretation != "srgb":
-        image = image.colourspace("srgb")
+    image = full_decode(data)
     scale = max(width / image.width, height / image.height)
     resized = image.resize(scale, kernel="lanczos3")
     if resized.width < width or resized.height < height:  # rounding: a hair more
