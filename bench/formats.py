@@ -65,15 +65,21 @@ def full_decode(data: bytes) -> pyvips.Image:
     return image
 
 
-def lanczos_reference(data: bytes, width: int, height: int) -> np.ndarray:
-    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``
-    and centre-cropped to it."""
+def cover(data: bytes, width: int, height: int) -> pyvips.Image:
+    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``."""
     image = full_decode(data)
     scale = max(width / image.width, height / image.height)
     resized = image.resize(scale, kernel="lanczos3")
     if resized.width < width or resized.height < height:  # rounding: a hair more
         scale *= 1 + 1 / min(image.width, image.height)
         resized = image.resize(scale, kernel="lanczos3")
+    return resized
+
+
+def lanczos_reference(data: bytes, width: int, height: int) -> np.ndarray:
+    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``
+    and centre-cropped to it."""
+    resized = cover(data, width, height)
     left = (resized.width - width) // 2
     top = (resized.height - height) // 2
     return to_array(resized.crop(left, top, width, height))

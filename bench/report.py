@@ -227,8 +227,8 @@ def render_markdown(results: dict) -> str:
         "all its processes.",
         "- SSIM worst / mean: each server's output for every photo of the workload, fetched once "
         "after its run, against the original decoded in full by libvips, autorotated and resized "
-        "with Lanczos-3 to that output's dimensions (RGB, scikit-image); (dims!) marks outputs "
-        "more than 1px off tofu's.",
+        "with Lanczos-3 to that output's dimensions (a crop: both centres of an odd margin, the "
+        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's.",
         "",
     ]
     for info_dict in results["workloads"]:

@@ -29,7 +29,7 @@ from bench.mix import (
     zipf_weights,
 )
 from bench.procs import linear_slope, parse_stat
-from bench.quality import Scorer, differing_dims, reference, score
+from bench.quality import Scorer, differing_dims, references, score
 from bench.report import Ratios, Row, WorkloadInfo, ratios, render_markdown, workload_table
 from bench.servers import ServerError, ensure_sharp, start_sharp
 from bench.soak import slopes_mb_per_min
@@ -547,7 +547,8 @@ def test_ssim_is_one_for_identical_pixels_and_lower_for_a_blurred_image() -> Non
     import pyvips
 
     body = _texture()
-    original = reference(body, 96, 64, crop=False)  # same size: the pixels themselves
+    original = references(body, 96, 64, crop=False)  # same size: the pixels themselves
+    assert len(original) == 1
     same = score(body, lambda w, h: original)
     assert (same.width, same.height, same.chroma) == (96, 64, "")
     assert same.ssim == pytest.approx(1.0)
@@ -558,12 +559,25 @@ def test_ssim_is_one_for_identical_pixels_and_lower_for_a_blurred_image() -> Non
 def test_reference_is_resized_to_the_exact_output_dimensions() -> None:
     data = SAMPLE.read_bytes()
     out = render(data, parse_size("512s", 4096), RenderSettings())
-    ref = reference(data, out.width, out.height, crop=False)
+    (ref,) = references(data, out.width, out.height, crop=False)
     assert ref.shape == (out.height, out.width, 3)
-    scored = score(out.body, lambda w, h: reference(data, w, h, crop=False))
+    scored = score(out.body, lambda w, h: references(data, w, h, crop=False))
     assert scored.chroma == "4:2:0"
     assert 0.9 < scored.ssim < 1.0
-    assert reference(data, 280, 194, crop=True).shape == (194, 280, 3)
+
+
+def test_a_crop_scores_against_both_centres_of_an_odd_margin() -> None:
+    import pyvips
+
+    body = pyvips.Image.new_from_buffer(_texture(), "").crop(0, 0, 95, 64).pngsave_buffer()
+    centres = references(body, 92, 64, crop=True)  # a margin of 3: offset 1 or 2
+    assert len(centres) == 2 and all(c.shape == (64, 92, 3) for c in centres)
+    texture = pyvips.Image.new_from_buffer(body, "")
+    for left in (1, 2):  # libvips' rounding, sharp's
+        cropped = texture.crop(left, 0, 92, 64).pngsave_buffer()
+        assert score(cropped, lambda w, h: centres).ssim == pytest.approx(1.0)
+    assert score(texture.crop(0, 0, 92, 64).pngsave_buffer(), lambda w, h: centres).ssim < 0.5
+    assert len(references(body, 93, 64, crop=True)) == 1  # an even margin has one centre
 
 
 def test_decode_floor_uses_tofus_dct_scale() -> None:
