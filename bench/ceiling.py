@@ -2,8 +2,13 @@
 
 ``GET /W/H/CROP/Q/KEY`` reads ``ROOT/KEY``, calls ``pyvips.Image.thumbnail_buffer`` (0 for an
 open side, CROP 1 for a centre crop) and encodes a baseline JPEG at quality Q, metadata stripped,
-in a thread pool sized to the cores. No validation, no signature, no cache, no metrics, no
-logging: whatever tofu does beyond this is its overhead.
+in a thread pool sized to the cores, one process; libvips' own concurrency is 1, as tofu's
+default ``vips_concurrency``. No validation, no signature, no cache, no metrics, no logging.
+
+This is libvips' ``thumbnail``, the path of tofu's ``--exact-shrink``: tofu's default JPEG path
+(``tofu.render.jpeg``, libjpeg-turbo at a smaller DCT scale) does less work and can beat it, so on
+the miss path the ceiling bounds libvips' bare throughput, not tofu's. The lower bound on a
+miss's cost is ``bench.floor`` (decoding alone).
 
     python -m bench.ceiling --root DIR --port 8090 [--threads N]
 """
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     pyvips.cache_set_max(0)
-    pyvips.concurrency_set(1)  # parallelism comes from the pool, as in tofu
+    pyvips.concurrency_set(1)  # parallelism comes from the pool, as tofu's vips_concurrency 1
     app = create_app(os.path.realpath(args.root), args.threads)
     uvloop.run(_serve(app, args.host, args.port))
 

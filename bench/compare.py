@@ -1,4 +1,5 @@
-"""tofu against thumbor, nginx image_filter and the ceiling, on the same originals and operations.
+"""tofu against thumbor, sharp, nginx image_filter and the ceiling, on the same originals and
+operations.
 
     python -m bench.compare --photos ../shared/corpus/photos --out bench/results/
     python -m bench.compare --only W1,W3 --servers tofu,ceiling --duration 5s   # a quick look
@@ -6,7 +7,9 @@
 For each workload (W1 miss path, W2 realistic mix, W3 hit path, W4 big originals) and each
 server configuration it applies to: start the server fresh, warm it up, run wrk, and measure
 requests/s, latency, CPU seconds of the server's whole process tree per request, peak RSS,
-mean output bytes and errors. Writes ``compare-<date>.md`` (tables, ratios), ``.json`` and PNG
+mean output bytes and errors; then fetch its output for every photo once and score it (SSIM,
+``bench.quality``). The miss-path workloads also get the decode-only floor (``bench.floor``).
+Writes ``compare-<date>.md`` (tables, ratios), ``.json`` and PNG
 charts into ``--out``.
 """
 
@@ -26,21 +29,25 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import metrics
+from bench.floor import Floor, decode_floor
 from bench.machine import machine_info, tofu_versions
 from bench.mix import DEFAULT_SIZE_MIX, format_size_mix, parse_size_mix
 from bench.procs import RssSampler, group_cpu_seconds, settle
+from bench.quality import Scorer
 from bench.report import Row, WorkloadInfo, write_report
 from bench.servers import (
     Running,
     ServerError,
     nginx_version,
+    sharp_version,
     start_ceiling,
     start_nginx,
+    start_sharp,
     start_thumbor,
     start_tofu,
     thumbor_version,
 )
-from bench.targets import Kind, paths_for
+from bench.targets import Kind, path_for, paths_for
 from bench.units import parse_duration, parse_duration_or_zero, parse_per_workload
 from bench.workloads import (
     ALL_SERVERS,
@@ -52,6 +59,7 @@ from bench.workloads import (
     find_photos,
     pairs_for,
     prepare_origin,
+    quality_pairs,
     select,
     split_big,
     w3_token,
@@ -106,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tofu-args", default="", help="extra `tofu serve` flags for every tofu")
     p.add_argument("--tag", help="report file stem (default compare-YYYY-MM-DD-HHMM)")
     p.add_argument("--workdir", type=Path, help="temporary origin and logs (default: a temp dir)")
+    p.add_argument(
+        "--no-quality", action="store_true", help="skip the SSIM pass after each server's run"
+    )
     return p
 
 
@@ -122,6 +133,7 @@ class Bench:
         self.durations = parse_per_workload(args.durations, parse_duration)
         self.connections = parse_per_workload(args.connections_per, int)
         self.tofu_extra = shlex.split(args.tofu_args)
+        self.scorer = Scorer(origin.root)
 
     def duration(self, wl: Workload) -> float:
         return float(self.durations.get(wl.name) or self.args.duration or wl.duration_s)  # type: ignore[arg-type]
@@ -147,6 +159,7 @@ class Bench:
             "nginx-if": lambda: start_nginx(name, "image_filter", root, work),
             "nginx-if-cache": lambda: start_nginx(name, "cache", root, work),
             "nginx-static": lambda: start_nginx(name, "static", self.static_root, work),
+            "sharp": lambda: start_sharp(name, root, work),
             "ceiling": lambda: start_ceiling(name, root, work),
         }
         return starters[server]()
@@ -162,6 +175,34 @@ class Bench:
             w3_token_=self.w3_token,
         )
         return paths_for(kind, pairs)
+
+    def floor(self, wl: Workload) -> Floor | None:
+        """The decode-only floor of a miss-path workload's photos; None when the workload
+        caches or has no photo tofu decodes with libjpeg-turbo."""
+        pairs = self.quality_pairs(wl)
+        if wl.cached or not pairs:
+            return None
+        tokens = {token for _, token in pairs}
+        (token,) = tokens  # a miss-path workload renders one size
+        return decode_floor([(self.origin.root / key).read_bytes() for key, _ in pairs], token)
+
+    def quality_pairs(self, wl: Workload) -> list[tuple[str, str]]:
+        return quality_pairs(
+            wl.name, self.origin, sizes=parse_size_mix(self.args.sizes), w3_token_=self.w3_token
+        )
+
+    def score(self, wl: Workload, running: Running, row: Row) -> None:
+        """Fetch and score the server's output for every photo of the workload once."""
+        quality = self.scorer.run(
+            running.url,
+            self.quality_pairs(wl),
+            lambda key, token: path_for(running.kind, key, token),
+        )
+        row.ssim_worst, row.ssim_mean = quality.worst, quality.mean
+        row.dims, row.chroma = quality.dims, quality.chroma
+        if quality.failures:
+            shown = "; ".join(quality.failures[:3])
+            row.notes.append(f"quality pass: {len(quality.failures)} failed ({shown})")
 
     def prepare_w3(self) -> None:
         """Pick the rendition near --w3-bytes and write it as the static file nginx serves."""
@@ -185,6 +226,8 @@ class Bench:
         row.notes += running.notes
         try:
             self._measure(wl, running, row)
+            if not self.args.no_quality:
+                self.score(wl, running, row)
         except WrkError as exc:
             row.skipped = f"wrk failed ({str(exc).splitlines()[0]})"
         finally:
@@ -307,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "W4" and not origin.big_keys:
                 note += f" No photo of {args.big_mp:g} MP or more in {args.photos}: skipped."
                 rows += [Row(name, s, skipped="no big photo") for s in servers]
+            floor = bench.floor(wl)
             info = WorkloadInfo(
                 name,
                 wl.title,
@@ -315,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                 wl.baseline,
                 wl.reference,
                 note.strip(),
+                peer=wl.peer,
+                floor_ms=floor.mean_ms if floor else None,
+                floor_note=floor.describe() if floor else "",
             )
             infos.append(info)
             if name == "W4" and not origin.big_keys:
@@ -330,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = {
         **tofu_versions(),
         "thumbor": thumbor_version(),
+        "sharp": sharp_version(),
         "nginx": nginx_version(),
         "wrk": wrk_version(),
     }

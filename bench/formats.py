@@ -55,19 +55,31 @@ def decode(body: bytes) -> np.ndarray:
     return to_array(pyvips.Image.new_from_buffer(body, "").colourspace("srgb"))
 
 
-def lanczos_reference(data: bytes, width: int, height: int) -> np.ndarray:
-    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``
-    and centre-cropped to it."""
+def full_decode(data: bytes) -> pyvips.Image:
+    """The original decoded in full (no shrink-on-load), autorotated, in sRGB."""
     image = pyvips.Image.new_from_buffer(data, "").autorot()
     if image.get_typeof("icc-profile-data"):
-        image = image.icc_transform("srgb")
-    elif image.interpretation != "srgb":
-        image = image.colourspace("srgb")
+        return image.icc_transform("srgb")
+    if image.interpretation != "srgb":
+        return image.colourspace("srgb")
+    return image
+
+
+def cover(data: bytes, width: int, height: int) -> pyvips.Image:
+    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``."""
+    image = full_decode(data)
     scale = max(width / image.width, height / image.height)
     resized = image.resize(scale, kernel="lanczos3")
     if resized.width < width or resized.height < height:  # rounding: a hair more
         scale *= 1 + 1 / min(image.width, image.height)
         resized = image.resize(scale, kernel="lanczos3")
+    return resized
+
+
+def lanczos_reference(data: bytes, width: int, height: int) -> np.ndarray:
+    """The original, fully decoded, in sRGB, Lanczos3-resized to cover ``width`` x ``height``
+    and centre-cropped to it."""
+    resized = cover(data, width, height)
     left = (resized.width - width) // 2
     top = (resized.height - height) // 2
     return to_array(resized.crop(left, top, width, height))

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.goals import evaluate, goals_table
+from bench.quality import differing_dims
 from bench.units import fmt_ms
 
 
@@ -37,6 +39,10 @@ class Row:
     statuses: dict[str, int] = field(default_factory=dict)
     hit_ratio: float | None = None  # tofu: result-cache hit ratio from /metrics
     renders: float | None = None  # tofu: renders during the run
+    ssim_worst: float | None = None  # the quality pass (bench/quality.py) after the run
+    ssim_mean: float | None = None
+    dims: dict[str, str] = field(default_factory=dict)  # "KEY TOKEN" -> output "WxH"
+    chroma: list[str] = field(default_factory=list)  # JPEG chroma subsamplings seen
     skipped: str | None = None  # why there is no measurement
     notes: list[str] = field(default_factory=list)
 
@@ -65,6 +71,9 @@ class WorkloadInfo:
     baseline: str
     reference: str
     note: str = ""
+    peer: str = ""  # a second server ratios are computed against (sharp)
+    floor_ms: float | None = None  # bench/floor.py: decode only, mean ms per photo
+    floor_note: str = ""
 
 
 def ratio(value: float, base: float) -> float | None:
@@ -77,19 +86,32 @@ def _find(rows: Sequence[Row], server: str) -> Row | None:
     return next((r for r in rows if r.server == server and r.skipped is None and r.rps), None)
 
 
-def ratios(rows: Sequence[Row], baseline: str, reference: str) -> dict[str, tuple]:
-    """Per server: (req/s vs baseline, req/s vs reference, CPU per request vs baseline)."""
+@dataclass(frozen=True)
+class Ratios:
+    rps_vs_base: float | None = None
+    rps_vs_peer: float | None = None
+    rps_vs_ref: float | None = None
+    cpu_vs_base: float | None = None
+    cpu_vs_peer: float | None = None
+
+
+def ratios(rows: Sequence[Row], baseline: str, reference: str, peer: str = "") -> dict[str, Ratios]:
+    """Per server: req/s against the baseline (thumbor), the peer (sharp) and the reference
+    (ceiling), CPU per request against the baseline and the peer."""
     base = _find(rows, baseline)
+    other = _find(rows, peer) if peer else None
     ref = _find(rows, reference)
     out = {}
     for row in rows:
         if row.skipped is not None:
-            out[row.server] = (None, None, None)
+            out[row.server] = Ratios()
             continue
-        out[row.server] = (
+        out[row.server] = Ratios(
             ratio(row.rps, base.rps) if base else None,
+            ratio(row.rps, other.rps) if other else None,
             ratio(row.rps, ref.rps) if ref else None,
             ratio(row.cpu_ms_per_req, base.cpu_ms_per_req) if base else None,
+            ratio(row.cpu_ms_per_req, other.cpu_ms_per_req) if other else None,
         )
     return out
 
@@ -104,26 +126,68 @@ def _num(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _ssim(row: Row, flagged: bool) -> str:
+    if row.ssim_worst is None or row.ssim_mean is None:
+        return "-"
+    return f"{row.ssim_worst:.3f} / {row.ssim_mean:.3f}" + (" (dims!)" if flagged else "")
+
+
 def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
-    header = (
-        "| server | req/s | p50 ms | p99 ms | CPU ms/req | peak RSS MB | mean bytes | errors "
-        f"| req/s vs {info.baseline} | req/s vs {info.reference} | CPU/req vs {info.baseline} |"
-    )
-    lines = [header, "|" + "---|" * 11]
-    table_ratios = ratios(rows, info.baseline, info.reference)
+    b, p = info.baseline, info.peer
+    columns = [
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU ms/req",
+        "peak RSS MB",
+        "mean bytes",
+        "SSIM worst / mean",
+        "errors",
+        f"req/s vs {b}",
+        *([f"req/s vs {p}"] if p else []),
+        f"req/s vs {info.reference}",
+        f"CPU/req vs {b}",
+        *([f"CPU/req vs {p}"] if p else []),
+    ]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    table_ratios = ratios(rows, b, info.reference, p)
+    tofu = next((r for r in rows if r.server == "tofu" and r.skipped is None), None)
     notes = []
     for row in rows:
         if row.skipped is not None:
-            lines.append(f"| {row.server} | skipped: {row.skipped} |" + " |" * 9)
+            lines.append(f"| {row.server} | skipped: {row.skipped} |" + " |" * (len(columns) - 2))
             continue
-        vs_base, vs_ref, cpu_vs_base = table_ratios[row.server]
-        lines.append(
-            f"| {row.server} | {_num(row.rps)} | {fmt_ms(row.p50_ms)} | {fmt_ms(row.p99_ms)} "
-            f"| {_num(row.cpu_ms_per_req, 2)} | {_num(row.peak_rss_mb, 0)} "
-            f"| {_num(row.mean_bytes, 0)} | {row.errors} "
-            f"| {_x(vs_base)} | {_x(vs_ref)} | {_x(cpu_vs_base)} |"
-        )
+        r = table_ratios[row.server]
+        differing = differing_dims(row.dims, tofu.dims) if tofu and row is not tofu else []
+        cells = [
+            row.server,
+            _num(row.rps),
+            fmt_ms(row.p50_ms),
+            fmt_ms(row.p99_ms),
+            _num(row.cpu_ms_per_req, 2),
+            _num(row.peak_rss_mb, 0),
+            _num(row.mean_bytes, 0),
+            _ssim(row, bool(differing)),
+            str(row.errors),
+            _x(r.rps_vs_base),
+            *([_x(r.rps_vs_peer)] if p else []),
+            _x(r.rps_vs_ref),
+            _x(r.cpu_vs_base),
+            *([_x(r.cpu_vs_peer)] if p else []),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
         extra = []
+        if differing:
+            shown = "; ".join(differing[:3]) + ("; ..." if len(differing) > 3 else "")
+            extra.append(
+                f"output dimensions differ from tofu's by more than 1px on {len(differing)} of "
+                f"{len(row.dims)} ({shown})"
+            )
+        if tofu is not None and row is not tofu and row.chroma and row.chroma != tofu.chroma:
+            extra.append(
+                f"chroma subsampling {', '.join(row.chroma)} (tofu {', '.join(tofu.chroma)})"
+            )
         if row.hit_ratio is not None and not math.isnan(row.hit_ratio):
             extra.append(f"result-cache hit ratio {row.hit_ratio:.1%}")
         if row.renders is not None and row.requests:
@@ -133,7 +197,14 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         extra += row.notes
         if extra:
             notes.append(f"- {row.server}: " + "; ".join(extra))
-    return "\n".join(lines + (["", *notes] if notes else []))
+    out = lines + (["", *notes] if notes else [])
+    if info.floor_ms is not None:
+        floor = "Floor, decoding alone (libjpeg-turbo at tofu's DCT scale, in-process): "
+        floor += info.floor_note
+        if tofu is not None and not math.isnan(tofu.cpu_ms_per_req):
+            floor += f"; tofu's CPU ms/req is {tofu.cpu_ms_per_req / info.floor_ms:.2f}x it"
+        out += ["", floor + "."]
+    return "\n".join(out)
 
 
 def render_markdown(results: dict) -> str:
@@ -154,6 +225,10 @@ def render_markdown(results: dict) -> str:
         "- The load generator (wrk) runs on the same machine and takes part of the CPU; CPU "
         "ms/req counts the server's process tree only (utime + stime from /proc), peak RSS sums "
         "all its processes.",
+        "- SSIM worst / mean: each server's output for every photo of the workload, fetched once "
+        "after its run, against the original decoded in full by libvips, autorotated and resized "
+        "with Lanczos-3 to that output's dimensions (a crop: both centres of an odd margin, the "
+        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's.",
         "",
     ]
     for info_dict in results["workloads"]:
@@ -170,6 +245,11 @@ def render_markdown(results: dict) -> str:
             workload_table(info, wl_rows),
             "",
         ]
+    outcomes = [
+        o for info_dict in results["workloads"] for o in evaluate(WorkloadInfo(**info_dict), rows)
+    ]
+    if outcomes:
+        out += ["## Targets (issue 12)", "", goals_table(outcomes), ""]
     for chart in results.get("charts", []):
         out += [f"![{Path(chart).stem}]({Path(chart).name})", ""]
     return "\n".join(out)
@@ -177,9 +257,12 @@ def render_markdown(results: dict) -> str:
 
 def _colour(server: str) -> str:
     family = server.split("-")[0]
-    return {"tofu": "tab:orange", "thumbor": "tab:blue", "nginx": "tab:green"}.get(
-        family, "tab:grey"
-    )
+    return {
+        "tofu": "tab:orange",
+        "thumbor": "tab:blue",
+        "sharp": "tab:purple",
+        "nginx": "tab:green",
+    }.get(family, "tab:grey")
 
 
 def write_charts(results: dict, prefix: Path) -> list[Path]:

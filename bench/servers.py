@@ -1,13 +1,15 @@
 """Starting and stopping the servers under test, each as its own process group on a free port.
 
 tofu and the ceiling run from this virtualenv; thumbor from its own (``bench/.venv-thumbor``,
-created on first use); nginx from Debian with a generated configuration in a temporary prefix.
+created on first use); sharp with Node from ``bench/.sharp`` (npm, on first use); nginx from
+Debian with a generated configuration in a temporary prefix.
 Every server binds 127.0.0.1 and is stopped through its process group (``os.killpg``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.targets import Kind
+from tofu.formats import PROGRESSIVE_MIN_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMBOR_VENV = ROOT / "bench" / ".venv-thumbor"
 THUMBOR_REQUIREMENT = "thumbor>=7,<8"
+SHARP_DIR = ROOT / "bench" / ".sharp"
+SHARP_REQUIREMENT = "sharp@0.35"
+SHARP_SERVER = ROOT / "bench" / "sharp_server.js"
 NGINX = "/usr/sbin/nginx"
 IMAGE_FILTER_MODULE = "/usr/lib/nginx/modules/ngx_http_image_filter_module.so"
 
@@ -257,6 +263,61 @@ def start_thumbor(
     cmd = [str(thumbor), "--ip", "127.0.0.1", "--port", str(port), "--conf", str(conf)]
     cmd += ["--log-level", "warning", "--processes", str(processes or cores())]
     return _started(_spawn(name, Kind.THUMBOR, cmd, port, workdir), "/healthcheck")
+
+
+# --- sharp --------------------------------------------------------------------------------
+
+
+def ensure_sharp(prefix: Path = SHARP_DIR) -> Path:
+    """The ``node_modules`` folder holding sharp (prebuilt libvips), installed with npm into
+    ``prefix`` on first use. Raises ``ServerError`` when node or npm is missing or the install
+    fails (no registry)."""
+    modules = prefix / "node_modules"
+    if (modules / "sharp" / "package.json").exists():
+        return modules
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise ServerError(f"{tool} not found: sharp needs Node.js (v18.17 or later) and npm")
+    print(f"installing {SHARP_REQUIREMENT} into {prefix} (first use only)", file=sys.stderr)
+    prefix.mkdir(parents=True, exist_ok=True)
+    cmd = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund"]
+    cmd += ["--loglevel=error", SHARP_REQUIREMENT]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise ServerError("npm install sharp did not finish in 300s") from None
+    if done.returncode != 0 or not (modules / "sharp" / "package.json").exists():
+        # npm's first lines name the error (code, errno, the registry it could not reach).
+        head = (done.stderr or done.stdout).strip().splitlines()[:3]
+        raise ServerError("npm install sharp failed: " + " / ".join(head))
+    return modules
+
+
+def sharp_version(prefix: Path = SHARP_DIR) -> str:
+    modules = prefix / "node_modules"
+    if not (modules / "sharp").exists() or shutil.which("node") is None:
+        return "not installed"
+    script = "const v = require('sharp').versions; console.log(v.sharp, v.vips, process.version)"
+    out = subprocess.run(
+        ["node", "-e", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NODE_PATH": str(modules)},
+    )
+    parts = out.stdout.split()
+    return f"{parts[0]} (libvips {parts[1]}, Node {parts[2]})" if len(parts) == 3 else "unknown"
+
+
+def start_sharp(name: str, origin: Path, workdir: Path, workers: int | None = None) -> Running:
+    """``bench/sharp_server.js`` over ``origin``: one Node process per core (node:cluster),
+    ``sharp.concurrency(1)``, a libuv pool of one thread per core in each."""
+    modules = ensure_sharp()
+    port = free_port()
+    n = workers or cores()
+    cmd = ["node", str(SHARP_SERVER), "--root", str(origin), "--port", str(port)]
+    cmd += ["--workers", str(n), "--progressive-min-pixels", str(PROGRESSIVE_MIN_PIXELS)]
+    env = {"NODE_PATH": str(modules), "UV_THREADPOOL_SIZE": str(cores())}
+    return _started(_spawn(name, Kind.SHARP, cmd, port, workdir, env), "/healthz")
 
 
 # --- nginx --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A rendition is named once as a tofu size token (``512s``, ``280x194c@2x``, ``750x500cq60``);
 tofu's own parser turns it into a ``Size`` (DPR folded into the box), and here that becomes the
-equivalent thumbor, nginx image_filter and ceiling path. JPEG quality is always explicit (80
+equivalent thumbor, nginx image_filter, ceiling and sharp path. JPEG quality is always explicit (80
 unless the token says otherwise), so every server encodes at the same quality.
 """
 
@@ -23,6 +23,7 @@ class Kind(StrEnum):
     THUMBOR = "thumbor"
     NGINX = "nginx"  # image_filter (bare or behind proxy_cache)
     CEILING = "ceiling"
+    SHARP = "sharp"  # bench/sharp_server.js, the ceiling's path scheme
     STATIC = "static"  # nginx serving one prepared file
 
 
@@ -53,7 +54,8 @@ def nginx_path(key: str, size: Size) -> str:
 
 
 def ceiling_path(key: str, size: Size) -> str:
-    """``/W/H/CROP/Q/KEY`` for bench/ceiling.py (0 for an open side, CROP 0 or 1)."""
+    """``/W/H/CROP/Q/KEY`` for bench/ceiling.py and bench/sharp_server.js (0 for an open side,
+    CROP 0 or 1)."""
     crop = 1 if size.fit is Fit.COVER else 0
     return f"/{size.width or 0}/{size.height or 0}/{crop}/{_quality(size)}/{quote(key)}"
 

@@ -114,9 +114,10 @@ class Workload:
     baseline: str  # the thumbor row ratios are computed against
     reference: str  # the ceiling row (for W3: nginx serving the bytes as a static file)
     cached: bool  # tofu keeps its result cache (else --cache-size 0)
+    peer: str = ""  # a second server ratios are computed against
 
 
-MISS_SERVERS = ("tofu", "tofu-w1", "thumbor", "nginx-if", "ceiling")
+MISS_SERVERS = ("tofu", "tofu-w1", "thumbor", "sharp", "nginx-if", "ceiling")
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -129,6 +130,7 @@ WORKLOADS: dict[str, Workload] = {
             "thumbor",
             "ceiling",
             cached=False,
+            peer="sharp",
         ),
         Workload(
             "W2",
@@ -138,6 +140,7 @@ WORKLOADS: dict[str, Workload] = {
                 "tofu-w1",
                 "thumbor",
                 "thumbor-rs",
+                "sharp",
                 "nginx-if",
                 "nginx-if-cache",
                 "ceiling",
@@ -147,6 +150,7 @@ WORKLOADS: dict[str, Workload] = {
             "thumbor",
             "ceiling",
             cached=True,
+            peer="sharp",
         ),
         Workload(
             "W3",
@@ -167,6 +171,7 @@ WORKLOADS: dict[str, Workload] = {
             "thumbor",
             "ceiling",
             cached=False,
+            peer="sharp",
         ),
     )
 }
@@ -175,6 +180,7 @@ ALL_SERVERS = (
     "tofu-w1",
     "thumbor",
     "thumbor-rs",
+    "sharp",
     "nginx-if",
     "nginx-if-cache",
     "nginx-static",
@@ -225,4 +231,24 @@ def pairs_for(
         return [(origin.photo_keys[0], w3_token_)]
     if workload == "W4":
         return in_turn(origin.virtual_big_keys, "512s")
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def quality_pairs(
+    workload: str,
+    origin: Origin,
+    *,
+    sizes: Sequence[tuple[str, float]] = DEFAULT_SIZE_MIX,
+    w3_token_: str = "280x194c",
+) -> list[tuple[str, str]]:
+    """Every photo of ``workload`` once at each of its sizes, by its real key: what the quality
+    pass fetches from each server."""
+    if workload == "W1":
+        return [(key, "512s") for key in origin.photo_keys]
+    if workload == "W2":
+        return [(key, token) for key in origin.photo_keys for token, _ in sizes]
+    if workload == "W3":
+        return [(origin.photo_keys[0], w3_token_)]
+    if workload == "W4":
+        return [(key, "512s") for key in origin.big_keys]
     raise ValueError(f"unknown workload {workload!r}")

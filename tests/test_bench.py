@@ -1,7 +1,9 @@
-"""Unit tests of the bench tools: no server is started and no load generated."""
+"""Unit tests of the bench tools: no load is generated, and the one server started is sharp's
+(bench/sharp_server.js), installed with npm on first use (skipped when that is impossible)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench import metrics
+from bench.floor import decode_floor, decode_ms
+from bench.goals import evaluate, goals_table
 from bench.machine import cpu_model, memory_bytes
 from bench.mix import (
     DEFAULT_SIZE_MIX,
@@ -25,12 +29,16 @@ from bench.mix import (
     zipf_weights,
 )
 from bench.procs import linear_slope, parse_stat
-from bench.report import Row, WorkloadInfo, ratios, render_markdown, workload_table
+from bench.quality import Scorer, differing_dims, references, score
+from bench.report import Ratios, Row, WorkloadInfo, ratios, render_markdown, workload_table
+from bench.servers import ServerError, ensure_sharp, start_sharp
 from bench.soak import slopes_mb_per_min
 from bench.targets import Kind, path_for
 from bench.units import parse_duration, parse_duration_or_zero, parse_per_workload
-from bench.workloads import WORKLOADS, select
+from bench.workloads import WORKLOADS, Origin, quality_pairs, select
 from bench.wrk import RESULT_MARKER, WrkError, WrkRun, lua_script, parse_result, read_progress
+from tofu.render import RenderSettings, render
+from tofu.render.steps import plan, probe
 from tofu.signing import Guard
 from tofu.urls import parse_path, parse_size
 
@@ -152,6 +160,8 @@ def test_keys_from_dir(tmp_path: Path) -> None:
         (Kind.NGINX, "280x194c", "/crop/280/194/80/src/a.jpg"),
         (Kind.CEILING, "280x194c", "/280/194/1/80/src/a.jpg"),
         (Kind.CEILING, "650s", "/650/650/0/80/src/a.jpg"),
+        (Kind.SHARP, "512s", "/512/512/0/80/src/a.jpg"),
+        (Kind.SHARP, "280@2x", "/560/0/0/80/src/a.jpg"),
         (Kind.STATIC, "650s", "/rendition.jpg"),
     ],
 )
@@ -375,10 +385,13 @@ def _rows() -> list[Row]:
 
 def test_ratios_against_thumbor_and_ceiling() -> None:
     r = ratios(_rows(), "thumbor", "ceiling")
-    assert r["tofu"] == (pytest.approx(3.0), pytest.approx(0.75), pytest.approx(1 / 3))
-    assert r["ceiling"][1] == pytest.approx(1.0)
-    assert r["nginx-if"] == (None, None, None)
-    assert ratios(_rows(), "absent", "ceiling")["tofu"][0] is None
+    assert r["tofu"].rps_vs_base == pytest.approx(3.0)
+    assert r["tofu"].rps_vs_ref == pytest.approx(0.75)
+    assert r["tofu"].cpu_vs_base == pytest.approx(1 / 3)
+    assert r["tofu"].rps_vs_peer is None  # no peer named
+    assert r["ceiling"].rps_vs_ref == pytest.approx(1.0)
+    assert r["nginx-if"] == Ratios()
+    assert ratios(_rows(), "absent", "ceiling")["tofu"].rps_vs_base is None
 
 
 def test_workload_table_renders_rows_ratios_and_notes() -> None:
@@ -393,7 +406,7 @@ def test_workload_table_renders_rows_ratios_and_notes() -> None:
     assert "- thumbor: statuses 200: 198, 500: 2" in table
     assert "- tofu: result-cache hit ratio 0.0%; 1.00 renders per response" in table
     # every table row has the header's column count
-    assert {line.count("|") for line in lines if line.startswith("|")} == {12}
+    assert {line.count("|") for line in lines if line.startswith("|")} == {13}
 
 
 def test_render_markdown_round_trips_json() -> None:
@@ -415,3 +428,191 @@ def test_render_markdown_round_trips_json() -> None:
     assert "## W1 — miss path" in text
     assert "![compare-x-throughput](compare-x-throughput.png)" in text
     assert Row.from_dict(_rows()[3].to_dict()).skipped == "did not start (no nginx)"
+
+
+def _miss_rows(**tofu: float) -> list[Row]:
+    """tofu, thumbor and sharp on W1; ``tofu`` overrides the tofu row's fields."""
+    return [
+        dataclasses.replace(
+            Row("W1", "tofu", rps=66, cpu_ms_per_req=20, peak_rss_mb=300, requests=600,
+                ssim_worst=0.95, ssim_mean=0.97, dims={"src/a.jpg 512s": "512x341"},
+                chroma=["4:2:0"]),
+            **tofu,
+        ),
+        Row("W1", "thumbor", rps=20, cpu_ms_per_req=90, peak_rss_mb=200, requests=200,
+            ssim_worst=0.94, ssim_mean=0.96, dims={"src/a.jpg 512s": "512x341"},
+            chroma=["4:2:0"]),
+        Row("W1", "sharp", rps=30, cpu_ms_per_req=25, peak_rss_mb=350, requests=300,
+            ssim_worst=0.95, ssim_mean=0.97, dims={"src/a.jpg 512s": "512x344"},
+            chroma=["4:4:4"]),
+    ]  # fmt: skip
+
+
+def _miss_info(name: str = "W1", floor_ms: float | None = 18.0) -> WorkloadInfo:
+    return WorkloadInfo(
+        name, "miss path", 30, 8, "thumbor", "ceiling", peer="sharp", floor_ms=floor_ms,
+        floor_note="18.00 ms per photo over 1 photos (DCT scale 3/8 x1)",
+    )  # fmt: skip
+
+
+def test_workload_table_has_sharp_ratios_ssim_floor_and_flags_dims() -> None:
+    table = workload_table(_miss_info(), _miss_rows())
+    lines = table.splitlines()
+    assert "| SSIM worst / mean |" in lines[0]
+    assert "| req/s vs sharp |" in lines[0] and "| CPU/req vs sharp |" in lines[0]
+    tofu = next(line for line in lines if line.startswith("| tofu |"))
+    # req/s vs thumbor, vs sharp, vs ceiling (absent), CPU vs thumbor, vs sharp
+    assert "| 0.950 / 0.970 | 0 | 3.30x | 2.20x | - | 0.22x | 0.80x |" in tofu
+    sharp = next(line for line in lines if line.startswith("| sharp |"))
+    assert "0.950 / 0.970 (dims!)" in sharp
+    assert "(dims!)" not in next(line for line in lines if line.startswith("| thumbor |"))
+    assert "- sharp: output dimensions differ from tofu's by more than 1px on 1 of 1" in table
+    assert "src/a.jpg 512s: 512x344 vs tofu 512x341" in table
+    assert "chroma subsampling 4:4:4 (tofu 4:2:0)" in table
+    assert "18.00 ms per photo" in table and "tofu's CPU ms/req is 1.11x it" in table
+    assert {line.count("|") for line in lines if line.startswith("|")} == {15}
+
+
+def test_differing_dims_tolerates_one_pixel() -> None:
+    tofu = {"a 512s": "512x341", "b 512s": "341x512", "c 512s": "512x300"}
+    theirs = {"a 512s": "511x342", "b 512s": "343x512", "d 512s": "1x1"}
+    assert differing_dims(theirs, tofu) == ["b 512s: 343x512 vs tofu 341x512"]
+
+
+def test_goals_met_missed_and_not_measured() -> None:
+    outcomes = evaluate(_miss_info(), _miss_rows())
+    verdicts = {o.target: o.verdict for o in outcomes}
+    assert verdicts == {
+        "req/s >= 1.10x the better of thumbor and sharp": "met",  # 66 vs 30
+        "CPU ms/req <= 0.90x the lower of thumbor and sharp": "met",  # 20 vs 25
+        "worst SSIM >= thumbor's": "met",
+        "CPU ms/req <= 1.15x the decode floor": "met",  # 20 / 18 = 1.11
+    }
+    slower = {o.target: o for o in evaluate(_miss_info(), _miss_rows(rps=32, cpu_ms_per_req=23))}
+    assert slower["req/s >= 1.10x the better of thumbor and sharp"].verdict == "missed"
+    assert slower["CPU ms/req <= 0.90x the lower of thumbor and sharp"].verdict == "missed"
+    assert slower["CPU ms/req <= 1.15x the decode floor"].measured == "23.00 vs 18.00 ms = 1.28x"
+    no_sharp = [r for r in _miss_rows() if r.server != "sharp"]
+    partial = {o.target: o.verdict for o in evaluate(_miss_info(floor_ms=None), no_sharp)}
+    assert partial["req/s >= 1.10x the better of thumbor and sharp"] == "not measured"
+    assert partial["CPU ms/req <= 1.15x the decode floor"] == "not measured"
+    assert partial["worst SSIM >= thumbor's"] == "met"
+    w4 = [dataclasses.replace(r, workload="W4") for r in _miss_rows()]
+    w4_verdicts = {o.target: o.verdict for o in evaluate(_miss_info("W4"), w4)}
+    assert w4_verdicts["req/s >= both thumbor and sharp"] == "met"
+    assert w4_verdicts["peak RSS <= thumbor's"] == "missed"  # 300 vs 200 MB
+    assert evaluate(WorkloadInfo("W2", "mix", 60, 16, "thumbor", "ceiling"), _rows()) == []
+    assert "| W1 | req/s >= 1.10x the better of thumbor and sharp | 66.0 vs 30.0" in goals_table(
+        outcomes
+    )
+
+
+def test_render_markdown_lists_targets() -> None:
+    results = {
+        "meta": {"date": "2025-01-01 12:00"},
+        "workloads": [_miss_info().__dict__],
+        "rows": [r.to_dict() for r in _miss_rows()],
+    }
+    text = render_markdown(json.loads(json.dumps(results, allow_nan=False)))
+    assert "## Targets (issue 12)" in text
+    assert "| W1 | worst SSIM >= thumbor's | 0.9500 vs 0.9400 | met |" in text
+    assert Row.from_dict(_miss_rows()[2].to_dict()).dims == {"src/a.jpg 512s": "512x344"}
+
+
+def test_quality_pairs_cover_every_photo_once_per_size() -> None:
+    origin = Origin(Path("/o"), ["src/a.jpg", "src/b.jpg"], ["src/big.jpg"])
+    assert quality_pairs("W1", origin) == [("src/a.jpg", "512s"), ("src/b.jpg", "512s")]
+    assert quality_pairs("W4", origin) == [("src/big.jpg", "512s")]
+    sizes = [("280", 0.5), ("280x194c", 0.5)]
+    assert len(quality_pairs("W2", origin, sizes=sizes)) == 4
+    assert quality_pairs("W3", origin, w3_token_="400x266c") == [("src/a.jpg", "400x266c")]
+    for name in ("W1", "W2", "W4"):
+        assert "sharp" in WORKLOADS[name].servers and WORKLOADS[name].peer == "sharp"
+
+
+# --- quality and floor --------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "recipes" / "1" / "cups.jpg"
+
+
+def _texture() -> bytes:
+    """A lossless 96x64 image with fine detail (PNG), for SSIM on synthetic pixels."""
+    import pyvips
+
+    noise = pyvips.Image.gaussnoise(96, 64, sigma=40, mean=128).cast("uchar")
+    return noise.bandjoin([noise.rot180(), noise.flip("horizontal")]).pngsave_buffer()
+
+
+def test_ssim_is_one_for_identical_pixels_and_lower_for_a_blurred_image() -> None:
+    import pyvips
+
+    body = _texture()
+    original = references(body, 96, 64, crop=False)  # same size: the pixels themselves
+    assert len(original) == 1
+    same = score(body, lambda w, h: original)
+    assert (same.width, same.height, same.chroma) == (96, 64, "")
+    assert same.ssim == pytest.approx(1.0)
+    blurred = pyvips.Image.new_from_buffer(body, "").gaussblur(1.5).pngsave_buffer()
+    assert score(blurred, lambda w, h: original).ssim < 0.8
+
+
+def test_reference_is_resized_to_the_exact_output_dimensions() -> None:
+    data = SAMPLE.read_bytes()
+    out = render(data, parse_size("512s", 4096), RenderSettings())
+    (ref,) = references(data, out.width, out.height, crop=False)
+    assert ref.shape == (out.height, out.width, 3)
+    scored = score(out.body, lambda w, h: references(data, w, h, crop=False))
+    assert scored.chroma == "4:2:0"
+    assert 0.9 < scored.ssim < 1.0
+
+
+def test_a_crop_scores_against_both_centres_of_an_odd_margin() -> None:
+    import pyvips
+
+    body = pyvips.Image.new_from_buffer(_texture(), "").crop(0, 0, 95, 64).pngsave_buffer()
+    centres = references(body, 92, 64, crop=True)  # a margin of 3: offset 1 or 2
+    assert len(centres) == 2 and all(c.shape == (64, 92, 3) for c in centres)
+    texture = pyvips.Image.new_from_buffer(body, "")
+    for left in (1, 2):  # libvips' rounding, sharp's
+        cropped = texture.crop(left, 0, 92, 64).pngsave_buffer()
+        assert score(cropped, lambda w, h: centres).ssim == pytest.approx(1.0)
+    assert score(texture.crop(0, 0, 92, 64).pngsave_buffer(), lambda w, h: centres).ssim < 0.5
+    assert len(references(body, 93, 64, crop=True)) == 1  # an even margin has one centre
+
+
+def test_decode_floor_uses_tofus_dct_scale() -> None:
+    data = SAMPLE.read_bytes()
+    settings = RenderSettings()
+    expected = plan(probe(data, settings), parse_size("280", 4096), settings).decode_scale
+    ms, m = decode_ms(data, "280", repeat=2)
+    assert ms > 0 and m == expected < 8
+    floor = decode_floor([data, _texture()], "280", repeat=2)  # the PNG is left out
+    assert floor is not None and floor.photos == 1 and floor.scales == {f"{m}/8": 1}
+    assert decode_floor([_texture()], "280") is None
+
+
+def test_sharp_server_serves_a_resize_like_tofus(tmp_path: Path) -> None:
+    try:
+        ensure_sharp()
+    except ServerError as exc:
+        pytest.skip(f"sharp not installable: {exc}")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "cups.jpg").write_bytes(SAMPLE.read_bytes())
+    tofu = render(SAMPLE.read_bytes(), parse_size("512s", 4096), RenderSettings())
+    running = start_sharp("sharp", tmp_path, tmp_path, workers=1)
+    try:
+        pairs = [("src/cups.jpg", "512s"), ("src/cups.jpg", "280x194c")]
+        quality = Scorer(tmp_path).run(
+            running.url, pairs, lambda key, token: path_for(Kind.SHARP, key, token)
+        )
+        missing = Scorer(tmp_path).run(
+            running.url, [("src/absent.jpg", "512s")], lambda k, t: path_for(Kind.SHARP, k, t)
+        )
+    finally:
+        running.stop()
+    assert quality.failures == []
+    assert differing_dims(quality.dims, {"src/cups.jpg 512s": f"{tofu.width}x{tofu.height}"}) == []
+    assert quality.dims["src/cups.jpg 280x194c"] == "280x194"
+    assert quality.chroma == ["4:2:0"]
+    assert quality.worst is not None and 0.9 < quality.worst < 1.0
+    assert missing.failures == ["src/absent.jpg 512s: HTTP 500"] and missing.worst is None
