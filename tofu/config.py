@@ -442,7 +442,7 @@ class Config:
 
     @property
     def origin_table(self) -> tuple[Route, ...]:
-        """The origins parsed, longest prefix first (empty if they are invalid)."""
+        """The origins parsed, in order (empty if they are invalid)."""
         try:
             return parse_table(self.origin)
         except ValueError:

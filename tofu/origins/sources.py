@@ -12,7 +12,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from tofu.config import Config
@@ -51,7 +51,8 @@ class Source:
 
     def describe(self) -> str:
         """As ``tofu config`` shows it."""
-        return self.location + (f"?{urlencode(self.options)}" if self.options else "")
+        options = "&".join(f"{name}={value}" for name, value in self.options)
+        return self.location + (f"?{options}" if options else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +102,11 @@ def parse_route(text: str) -> Route:
 
 
 def parse_table(routes: tuple[str, ...]) -> tuple[Route, ...]:
-    """Every entry parsed, longest prefix first; two entries for one prefix are an error."""
+    """Every entry parsed, in order; two entries for one prefix are an error."""
     parsed = [parse_route(text) for text in routes]
     seen: set[str] = set()
     for route in parsed:
         if route.prefix in seen:
             raise ValueError(f"two origins for {route.prefix or 'the default'!r}")
         seen.add(route.prefix)
-    return tuple(sorted(parsed, key=lambda r: len(r.prefix), reverse=True))
+    return tuple(parsed)
