@@ -87,11 +87,19 @@ class _Threaded:
         if self._runner is not None:
             self._call(self._runner.cleanup())
         self._call(self._cleanup())
+        self._call(self._cancel_all())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
     async def _cleanup(self) -> None:
         return None
+
+    async def _cancel_all(self) -> None:
+        """Handlers still sleeping (a held GET whose client went away) end here."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class FaultProxy(_Threaded):
