@@ -256,10 +256,13 @@ def _run(tofu: TofuProcess, proxy: FaultProxy, name: str) -> tuple[list[float], 
     assert [status for status, _ in results] == [200] * FRESH
     seconds = sorted(s for _, s in results)
     p50, p99 = statistics.median(seconds), seconds[min(FRESH - 1, int(0.99 * FRESH))]
+    text = scrape(tofu.url)
+    outcomes = {o: hedges(text, o) for o in ("won", "lost", "failed", "over_budget")}
     print(
-        f"\nhedging {name}: {FRESH} fresh fetches, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        f"\nhedging {name}: {FRESH} fresh fetches, p50 {p50:.3f} s, p99 {p99:.3f} s, "
+        f"{proxy.delayed} GETs held, hedges {outcomes}"
     )
-    return seconds, scrape(tofu.url)
+    return seconds, text
 
 
 def hedges(text: str, outcome: str) -> float:

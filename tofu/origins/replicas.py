@@ -221,17 +221,23 @@ class Replicas:
 
     async def check(self) -> None:
         """Ready while one source answers: one that answered a fetch in the last few seconds
-        needs no check call; else each is checked in order until one answers."""
+        needs no check call; else all are checked at once and the first to answer will do
+        (a silent primary must not use up the probe's time before the replica is asked)."""
         now = time.monotonic()
         if any(now - s.answered_at < _FRESH for s in self._sources):
             return
+        pending = {asyncio.ensure_future(s.origin.check()) for s in self._sources}
         failure: BaseException | None = None
-        for source in self._sources:
-            try:
-                await source.origin.check()
-                return
-            except Exception as exc:  # any failure: try the next source
-                failure = exc
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return
+                    failure = failure or task.exception()
+        finally:
+            for task in pending:
+                task.cancel()
         assert failure is not None
         raise failure
 
