@@ -104,7 +104,6 @@ class Replicas:
         self._answers = metrics.origin_answers
         self._failovers = metrics.origin_failovers.labels(name)
         self._hedges = metrics.origin_hedges
-        self._failovers.inc(0)
         for outcome in ("won", "lost", "failed", "over_budget"):
             self._hedges.labels(name, outcome)
 
