@@ -11,6 +11,7 @@ from tofu.errors import NotFound, OriginError
 from tofu.metrics import Metrics
 from tofu.origins import Original
 from tofu.origins import replicas as replicas_module
+from tofu.origins.policy import first_byte
 from tofu.origins.replicas import Hedging, Replicas
 
 ORIGINAL = Original(b"data", "v1")
@@ -32,6 +33,9 @@ class Scripted:
             await asyncio.sleep(3600)
         if self.behaviour == "missing":
             raise NotFound("scripted 404")
+        if self.behaviour == "slow_body":  # headers at once, then a slow body
+            first_byte()
+            await asyncio.sleep(0.3)
         return ORIGINAL
 
     async def check(self) -> None:
@@ -105,3 +109,13 @@ async def test_ready_while_one_source_answers() -> None:
         await origin.check()
     await origin.fetch("k")  # a fetch answered just now vouches for the origin
     await origin.check()
+
+
+async def test_a_slow_body_is_not_hedged_silent_headers_are() -> None:
+    """The hedge delay runs to the first byte: an answer under way is not hedged."""
+    primary, replica = Scripted("slow_body"), Scripted()
+    assert await replicas(primary, replica, hedge_after=0.02).fetch("k") == ORIGINAL
+    assert replica.fetches == 0
+    primary.behaviour = "stall"
+    assert await replicas(primary, replica, hedge_after=0.02).fetch("k") == ORIGINAL
+    assert replica.fetches == 1

@@ -22,7 +22,7 @@ from yarl import URL
 
 from tofu.errors import NotFound, OriginError, UnsupportedMediaType
 from tofu.origins import Original
-from tofu.origins.policy import Retryable, RetryPolicy, read_bounded
+from tofu.origins.policy import Retryable, RetryPolicy, first_byte, read_bounded
 from tofu.origins.sources import Source
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ class HttpOrigin:
             raise Retryable(f"{status}")
         if status != 200:
             raise OriginError(f"HTTP origin answered {status}")
+        first_byte()
         kind = response.content_type  # "application/octet-stream" when absent
         if not kind.startswith("image/") and kind not in _GENERIC_TYPES:
             raise UnsupportedMediaType(f"the origin's {key!r} is {kind}, not an image")

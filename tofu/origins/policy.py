@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,6 +21,30 @@ T = TypeVar("T")
 
 _BACKOFF_BASE = 0.05  # seconds; attempt n sleeps up to base * 2**n
 _BACKOFF_CAP = 1.0
+
+
+class FirstByte:
+    """When a fetch's answer began (its headers arrived): hedging waits for this, not for the
+    whole body. A backend reports it with ``first_byte()``; ``watch`` is set by the caller in
+    the task that fetches, so concurrent fetches each have their own."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.at: float | None = None  # time.perf_counter()
+
+    def watch(self) -> None:
+        _watching.set(self)
+
+
+_watching: ContextVar[FirstByte | None] = ContextVar("tofu_first_byte", default=None)
+
+
+def first_byte() -> None:
+    """The answer to the current fetch has begun (called by backends that can tell)."""
+    mark = _watching.get()
+    if mark is not None and mark.at is None:
+        mark.at = time.perf_counter()
+        mark.event.set()
 
 
 class Retryable(Exception):

@@ -8,9 +8,10 @@ breaker per source and the per-origin metrics. It is itself an ``Origin``.
 - **Circuit breaker**: a source that failed ``_TRIP_AFTER`` fetches in a row is skipped for
   ``_COOLDOWN`` seconds, then tried again (a success closes it, a failure opens it again).
   When every source is open they are all tried anyway: skipping them all would only fail.
-- **Hedging** ("The Tail at Scale"): when a GET has not answered after the source's recent p95
-  latency (or a fixed ``--hedge-after``), a second GET goes to the next source (or the same one
-  when there is no other); the first answer wins, the other is cancelled. Hedges cost tokens
+- **Hedging** ("The Tail at Scale"): when a GET has not begun to answer (no response headers)
+  after the source's recent p95 time to first byte (or a fixed ``--hedge-after``), a second
+  GET goes to the next source (or the same one when there is no other); the first answer
+  wins, the other is cancelled. Hedges cost tokens
   that each fetch earns ``--hedge-budget`` of, so at most that share of fetches is hedged and a
   slow origin is not hit twice as hard. Only network sources are hedged, not directories.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from tofu.errors import NotFound, OriginError, OriginTimeout, TofuError
 from tofu.metrics import Metrics
 from tofu.origins import Origin, Original
+from tofu.origins.policy import FirstByte
 
 _TRIP_AFTER = 5  # failures in a row that open a source's breaker
 _COOLDOWN = 5.0  # seconds an open source is skipped before it is tried again
@@ -148,8 +150,11 @@ class Replicas:
                 failure = exc
         raise failure or OriginTimeout(f"origin {self._name} did not answer in time")
 
-    async def _one(self, source: _Source, key: str) -> Original:
-        """One fetch from one source, with its breaker and latency kept."""
+    async def _one(self, source: _Source, key: str, mark: FirstByte | None = None) -> Original:
+        """One fetch from one source, with its breaker and latency kept (to the first byte
+        when the backend tells it, else to the whole answer)."""
+        mark = mark or FirstByte()
+        mark.watch()
         started = time.perf_counter()
         try:
             original = await source.origin.fetch(key)
@@ -160,7 +165,7 @@ class Replicas:
             source.failed(time.monotonic())
             raise
         source.succeeded(time.monotonic())
-        self._latencies.add(time.perf_counter() - started)
+        self._latencies.add((mark.at or time.perf_counter()) - started)
         return original
 
     def _hedge_delay(self) -> float | None:
@@ -179,12 +184,14 @@ class Replicas:
         if delay is None:
             return await self._one(source, key), source
         self._tokens = min(_TOKEN_CAP, self._tokens + self._hedging.budget)
-        first = asyncio.ensure_future(self._one(source, key))
+        mark = FirstByte()
+        first = asyncio.ensure_future(self._one(source, key, mark))
         tasks: dict[asyncio.Future[Original], _Source] = {first: source}
+        began = asyncio.ensure_future(mark.event.wait())
         try:
-            await asyncio.wait({first}, timeout=delay)
-            if first.done():
-                return first.result(), source
+            await asyncio.wait({first, began}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            if first.done() or mark.at is not None:  # answered, or answering: no hedge
+                return await first, source
             if self._tokens < 1:
                 self._hedges.labels(self._name, "over_budget").inc()
                 return await first, source
@@ -212,6 +219,7 @@ class Replicas:
             errors = [failures[first], failures[second]]
             raise next((e for e in errors if isinstance(e, NotFound)), errors[0])
         finally:
+            began.cancel()
             for task in tasks:
                 if not task.done():
                     task.cancel()

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tofu.errors import NotFound, OriginError
 from tofu.origins import Original
-from tofu.origins.policy import Retryable, RetryPolicy, read_bounded
+from tofu.origins.policy import Retryable, RetryPolicy, first_byte, read_bounded
 from tofu.origins.sources import Source
 
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ class S3Origin:
     async def _get(self, client: Any, key: str) -> Original:
         try:
             response = await client.get_object(Bucket=self._bucket, Key=self._prefix + key)
+            first_byte()
             body = response["Body"]
             try:
                 data = await read_bounded(
