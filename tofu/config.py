@@ -298,8 +298,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "hedge_after",
-        "milliseconds after which a fetch that has not answered is hedged (a second GET to "
-        "the next replica, or the same source); auto: the source's recent p95; 0: never",
+        "milliseconds after which a fetch that has not begun to answer is hedged (a second GET "
+        "to the next replica, or the same source); auto (the default): the origin's recent "
+        "p95 time to first byte; 0: never",
         _hedge_after,
     ),
     Setting(
