@@ -95,7 +95,10 @@ class HttpOrigin:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
-                auto_decompress=False,  # originals are images; a gzip bomb is not unpacked
+                # Originals are images: ask for them as they are, and never unpack a body
+                # (the byte limit is on what is read, a gzip bomb would pass it).
+                headers={"Accept-Encoding": "identity"},
+                auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
