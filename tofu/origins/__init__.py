@@ -26,8 +26,9 @@ class Origin(Protocol):
     """A store of originals, addressed by the key a ``Transform`` carries."""
 
     async def fetch(self, key: str) -> Original:
-        """The original at ``key``; raises ``NotFound``, ``OriginError``, ``OriginTimeout`` or
-        ``Unprocessable`` (over the byte limit)."""
+        """The original at ``key``; raises ``NotFound``, ``OriginError``, ``OriginTimeout``,
+        ``Unprocessable`` (over the byte limit) or ``UnsupportedMediaType`` (served as
+        something else than an image)."""
         ...
 
     async def check(self) -> None:
