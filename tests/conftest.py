@@ -6,4 +6,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.support.servers",
     "tests.support.s3",
+    "tests.support.faults",
 ]

@@ -227,7 +227,7 @@ def animated_root(tmp_path: Path) -> Path:
     [(CHROME_ACCEPT, "image/webp"), (OLD_ACCEPT, "image/gif"), ("*/*", "image/gif")],
 )
 async def test_animated_over_http(make_client, animated_root, accept, media_type) -> None:
-    client = await make_client(origin=str(animated_root), dev=True)
+    client = await make_client(origin=(str(animated_root),), dev=True)
     response = await client.get("/stickers/60x30c/wave.gif", headers={"Accept": accept})
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"] == media_type
@@ -238,7 +238,7 @@ async def test_animated_over_http(make_client, animated_root, accept, media_type
 
 
 async def test_over_budget_over_http_is_a_still(make_client, animated_root) -> None:
-    client = await make_client(origin=str(animated_root), dev=True, max_frames=2)
+    client = await make_client(origin=(str(animated_root),), dev=True, max_frames=2)
     response = await client.get("/stickers/60/wave.gif", headers={"Accept": CHROME_ACCEPT})
     assert response.status == 200
     assert response.headers["Content-Type"] == "image/avif"

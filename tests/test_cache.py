@@ -127,7 +127,7 @@ async def test_single_flight_error_reaches_every_waiter_and_is_not_remembered() 
 
 async def test_fifty_identical_requests_make_one_fetch_and_one_render(make_client, origin_dir):
     origin = CountingOrigin(origin_dir, delay=0.2)
-    client = await make_client(origin, origin=str(origin_dir), dev=True)
+    client = await make_client(origin, origin=(str(origin_dir),), dev=True)
     url = "/recipes/1203423/280x194c/5366e857.jpg"
 
     async def get() -> tuple[int, bytes]:
@@ -146,7 +146,7 @@ async def test_fifty_identical_requests_make_one_fetch_and_one_render(make_clien
 
 async def test_three_sizes_of_one_fresh_original_make_one_fetch(make_client, origin_dir):
     origin = CountingOrigin(origin_dir, delay=0.2)
-    client = await make_client(origin, origin=str(origin_dir), dev=True)
+    client = await make_client(origin, origin=(str(origin_dir),), dev=True)
     sizes = ["280x194c", "650s", "750x500cq60"]
     responses = await asyncio.gather(
         *(client.get(f"/recipes/1203423/{size}/5366e857.jpg") for size in sizes)
@@ -163,7 +163,7 @@ async def test_failed_render_is_delivered_to_all_waiters_and_not_cached(make_cli
     (root / "a").mkdir(parents=True)
     (root / "a" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
     origin = CountingOrigin(root, delay=0.1)
-    client = await make_client(origin, origin=str(root), dev=True, originals_cache_size=0)
+    client = await make_client(origin, origin=(str(root),), dev=True, originals_cache_size=0)
     responses = await asyncio.gather(*(client.get("/a/280/bad.jpg") for _ in range(10)))
     assert {r.status for r in responses} == {422}
     assert len(origin.fetches) == 1
@@ -177,7 +177,7 @@ async def test_failed_render_is_delivered_to_all_waiters_and_not_cached(make_cli
 
 async def test_second_request_is_a_hit_without_origin_or_render(make_client, origin_dir):
     origin = CountingOrigin(origin_dir)
-    client = await make_client(origin, origin=str(origin_dir), dev=True)
+    client = await make_client(origin, origin=(str(origin_dir),), dev=True)
     url = "/recipes/1203423/280x194c/5366e857.jpg"
     first = await client.get(url)
     second = await client.get(url)
@@ -193,7 +193,7 @@ async def test_cache_stays_within_its_bound_and_honours_lru(make_client, origin_
     bound = 40_000
     origin = CountingOrigin(origin_dir)
     client = await make_client(
-        origin, origin=str(origin_dir), dev=True, cache_size=bound, cache_item_max=1.0
+        origin, origin=(str(origin_dir),), dev=True, cache_size=bound, cache_item_max=1.0
     )
     widths = list(range(100, 400, 20))  # 15 renditions of a few KB each: more than the bound
     for width in widths:
@@ -211,7 +211,7 @@ async def test_cache_stays_within_its_bound_and_honours_lru(make_client, origin_
 
 
 async def test_cache_size_zero_renders_every_time(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True, cache_size=0)
+    client = await make_client(origin=(str(origin_dir),), dev=True, cache_size=0)
     for _ in range(3):
         assert (await client.get("/recipes/1203423/280/5366e857.jpg")).status == 200
     text = await (await client.get("/metrics")).text()
@@ -219,7 +219,7 @@ async def test_cache_size_zero_renders_every_time(make_client, origin_dir):
 
 
 async def test_changed_original_is_not_served_stale_once_fetched_anew(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True, originals_cache_size=0)
+    client = await make_client(origin=(str(origin_dir),), dev=True, originals_cache_size=0)
     photo = origin_dir / PHOTO_KEY
     old = await (await client.get("/recipes/1203423/280/5366e857.jpg")).read()
     # Replace the original with a different picture (different size and mtime).
@@ -235,7 +235,7 @@ async def test_changed_original_is_not_served_stale_once_fetched_anew(make_clien
 
 async def test_missing_originals_are_remembered_briefly(make_client, origin_dir):
     origin = CountingOrigin(origin_dir)
-    client = await make_client(origin, origin=str(origin_dir), dev=True, not_found_ttl=60)
+    client = await make_client(origin, origin=(str(origin_dir),), dev=True, not_found_ttl=60)
     for _ in range(5):
         response = await client.get("/nope/280/missing.jpg")
         assert response.status == 404
@@ -247,7 +247,7 @@ async def test_missing_originals_are_remembered_briefly(make_client, origin_dir)
 
 
 async def test_etag_and_if_none_match_give_304_without_body(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     url = "/recipes/1203423/280x194c/5366e857.jpg"
     first = await client.get(url)
     etag = first.headers["ETag"]
@@ -266,7 +266,7 @@ async def test_etag_and_if_none_match_give_304_without_body(make_client, origin_
 
 
 async def test_head_has_the_get_headers_and_no_body(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     url = "/recipes/1203423/280x194c/5366e857.jpg"
     get = await client.get(url)
     head = await client.head(url)
@@ -291,7 +291,7 @@ async def test_head_has_the_get_headers_and_no_body(make_client, origin_dir):
     ],
 )
 async def test_accept_negotiation(make_client, origin_dir, accept, media_type):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     response = await client.get(
         "/recipes/1203423/280x194c/5366e857.jpg", headers={"Accept": accept}
     )
@@ -306,7 +306,7 @@ async def test_accept_negotiation(make_client, origin_dir, accept, media_type):
 
 
 async def test_no_vary_when_the_url_names_the_format(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     response = await client.get(
         "/recipes/1203423/280x194c.webp/5366e857.jpg", headers={"Accept": CHROME_ACCEPT}
     )
@@ -315,7 +315,7 @@ async def test_no_vary_when_the_url_names_the_format(make_client, origin_dir):
 
 
 async def test_negotiation_can_be_turned_off(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True, negotiate=())
+    client = await make_client(origin=(str(origin_dir),), dev=True, negotiate=())
     response = await client.get(
         "/recipes/1203423/280x194c/5366e857.jpg", headers={"Accept": CHROME_ACCEPT}
     )
@@ -324,7 +324,7 @@ async def test_negotiation_can_be_turned_off(make_client, origin_dir):
 
 
 async def test_negotiated_variants_are_cached_separately(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     url = "/recipes/1203423/280x194c/5366e857.jpg"
     for accept in (CHROME_ACCEPT, CURL_ACCEPT, CHROME_ACCEPT, CURL_ACCEPT):
         await client.get(url, headers={"Accept": accept})
@@ -334,7 +334,7 @@ async def test_negotiated_variants_are_cached_separately(make_client, origin_dir
 
 
 async def test_error_responses_cache_briefly_or_not_at_all(make_client, origin_dir):
-    client = await make_client(origin=str(origin_dir), dev=True)
+    client = await make_client(origin=(str(origin_dir),), dev=True)
     bad = await client.get("/recipes/1203423/0x0/5366e857.jpg")
     assert bad.status == 400
     assert bad.headers["Content-Type"].startswith("text/plain")

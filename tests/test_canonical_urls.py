@@ -171,7 +171,7 @@ def origin_root(tmp_path: Path) -> Path:
 async def test_http_canonical_spelling_and_signature_shaped_keys(
     make_client: MakeClient, origin_root: Path, secret: tuple[str, ...]
 ) -> None:
-    client = await make_client(origin=str(origin_root), sizes=("280", "280x194c"), secret=secret)
+    client = await make_client(origin=(str(origin_root),), sizes=("280", "280x194c"), secret=secret)
     assert (await client.get("/recipes/280/photo.jpg")).status == 200
     for alias in ("0280", "%32%38%30", "140@2x"):
         # encoded=True: sent as written (yarl would decode %32%38%30 into 280)

@@ -87,7 +87,7 @@ def test_environment_variables_configure_tofu() -> None:
             "TOFU_LOG_FORMAT": "json",
         },
     )
-    assert config.origin == str(SAMPLES)
+    assert config.origin == (str(SAMPLES),)
     assert config.secret == (NEW, OLD)
     assert config.sizes == ("280", "280x194c", "650s")
     assert len(config.allowed_sizes) == 3
@@ -123,7 +123,7 @@ def test_flags_beat_the_environment() -> None:
         "sizes": ["280"],
     }
     config = Config.load(flags, environ)
-    assert config.origin == str(SAMPLES)
+    assert config.origin == (str(SAMPLES),)
     assert config.secret == (NEW, OLD)
     assert config.port == 8081
     assert config.sizes == ("280",)
@@ -132,7 +132,7 @@ def test_flags_beat_the_environment() -> None:
 def test_unset_flags_fall_back_to_the_environment_then_defaults() -> None:
     flags = {"origin": None, "secret": [], "dev": False, "port": None}
     config = Config.load(flags, {"TOFU_ORIGIN": str(SAMPLES), "TOFU_SECRET": NEW})
-    assert config.origin == str(SAMPLES)
+    assert config.origin == (str(SAMPLES),)
     assert config.secret == (NEW,)
     assert config.port == Config().port
 
@@ -250,7 +250,7 @@ def test_s3_origin_is_accepted_with_an_endpoint() -> None:
         {"origin": "s3://bucket/prefix", "s3_endpoint_url": "http://127.0.0.1:8333", "dev": True},
         {},
     )
-    assert config.origin == "s3://bucket/prefix"
+    assert config.origin == ("s3://bucket/prefix",)
 
 
 def test_config_prints_json_with_secrets_masked(
@@ -264,12 +264,13 @@ def test_config_prints_json_with_secrets_masked(
     assert "env-secret" not in out
     described = json.loads(out)
     assert described["secret"] == ["********", "********"]
-    assert described["origin"] == str(SAMPLES)
+    assert described["origin"] == [str(SAMPLES)]
     assert described["sizes"] == ["280x194c"]
     assert described["workers"] == 2
     assert described["max_age"] == 600
     assert described["negotiate"] == ["avif", "webp"]
-    assert set(described) == {s.name for s in SETTINGS}
+    assert set(described) == {s.name for s in SETTINGS} | {"origins"}
+    assert described["origins"] == [{"prefix": "(default)", "sources": [str(SAMPLES)]}]
 
 
 def test_config_subprocess_reads_the_environment() -> None:

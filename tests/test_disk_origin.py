@@ -9,6 +9,7 @@ import pytest
 
 from tofu.config import Config
 from tofu.errors import NotFound, Unprocessable
+from tofu.metrics import Metrics
 from tofu.origins import open_origin
 from tofu.origins.disk import DiskOrigin
 
@@ -144,8 +145,7 @@ async def test_check_reports_a_missing_root(tmp_path: Path) -> None:
 
 
 async def test_config_opens_a_disk_origin_for_a_directory() -> None:
-    o = open_origin(Config(origin=str(SAMPLES), dev=True))
-    assert isinstance(o, DiskOrigin)
+    o = open_origin(Config(origin=(str(SAMPLES),), dev=True), Metrics())
     original = await o.fetch("recipes/1203423/5366e857.jpg")
     assert original.data[:3] == b"\xff\xd8\xff"
     await o.close()

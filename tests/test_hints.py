@@ -157,7 +157,7 @@ def _size(body: bytes) -> tuple[int, int]:
 
 
 async def test_hints_over_http_with_vary_and_accept_ch(make_client) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True, client_hints=True, save_data=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True, client_hints=True, save_data=True)
     path = PHOTO.format(token="280x194c")
     plain = await client.get(path, headers={"Accept": "*/*"})
     assert plain.headers["Accept-CH"] == ACCEPT_CH
@@ -180,7 +180,7 @@ async def test_hints_over_http_with_vary_and_accept_ch(make_client) -> None:
 
 
 async def test_hints_off_by_default(make_client) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
     response = await client.get(
         PHOTO.format(token="280"), headers={"Sec-CH-DPR": "2", "Save-Data": "on"}
     )

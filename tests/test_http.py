@@ -51,7 +51,7 @@ def torture_root(tmp_path: Path) -> Path:
 @pytest.fixture
 async def dev_client(make_client: MakeClient, torture_root: Path) -> TestClient:
     return await make_client(
-        origin=str(torture_root), dev=True, max_source_bytes=1 << 20, not_found_ttl=0
+        origin=(str(torture_root),), dev=True, max_source_bytes=1 << 20, not_found_ttl=0
     )
 
 
@@ -100,7 +100,7 @@ async def origin_fetches(client: TestClient) -> float:
 
 
 async def test_signed_url_renders_the_sample(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), secret=(SECRET,))
+    client = await make_client(origin=(str(SAMPLES),), secret=(SECRET,))
     url = url_for(PHOTO_KEY, "280x194c", SECRET)
     assert url == f"/{sign(PHOTO_PATH, SECRET)}{PHOTO_PATH}"
     response = await client.get(url)
@@ -114,7 +114,7 @@ async def test_signed_url_renders_the_sample(make_client: MakeClient) -> None:
 
 @pytest.mark.parametrize("query", ["?u=123&p=1428328336", "?v=2", "?", "?280x194c"])
 async def test_query_string_does_not_matter(make_client: MakeClient, query: str) -> None:
-    client = await make_client(origin=str(SAMPLES), secret=(SECRET,))
+    client = await make_client(origin=(str(SAMPLES),), secret=(SECRET,))
     url = url_for(PHOTO_KEY, "280x194c", SECRET)
     plain = await client.get(url)
     busted = await client.get(url + query)
@@ -124,7 +124,7 @@ async def test_query_string_does_not_matter(make_client: MakeClient, query: str)
 
 
 async def test_head_returns_headers_without_a_body(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
     get = await client.get(PHOTO_PATH)
     body = await get.read()
     head = await client.head(PHOTO_PATH)
@@ -157,7 +157,7 @@ async def test_head_of_an_error_has_its_status(dev_client: TestClient) -> None:
 async def test_sample_urls(
     make_client: MakeClient, path: str, size: tuple[int, int], content_type: str
 ) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
     response = await client.get(path)
     assert response.status == 200
     assert response.content_type == content_type
@@ -165,7 +165,7 @@ async def test_sample_urls(
 
 
 async def test_allowlist_mode_over_http(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), sizes=("280x194c", "650s"))
+    client = await make_client(origin=(str(SAMPLES),), sizes=("280x194c", "650s"))
     assert (await client.get(PHOTO_PATH)).status == 200
     assert (await client.get("/recipes/1/650s/cups.jpg")).status == 200
     assert (await client.get("/recipes/1/650x650/cups.jpg")).status == 403  # not canonical
@@ -256,7 +256,7 @@ async def test_traversal_attempts_are_400_or_404(
     make_client: MakeClient, torture_root: Path, target: str
 ) -> None:
     origin = CountingOrigin(torture_root, max_bytes=32 << 20)
-    client = await make_client(origin_impl=origin, origin=str(torture_root), dev=True)
+    client = await make_client(origin_impl=origin, origin=(str(torture_root),), dev=True)
     status, headers, body = await raw_request(client, target)
     assert status in (400, 404), (status, body)
     assert_one_line_reason(headers["content-type"], body)
@@ -299,7 +299,7 @@ def counting_samples() -> CountingOrigin:
 @pytest.fixture
 async def signed_client(make_client: MakeClient, counting_samples: CountingOrigin) -> TestClient:
     return await make_client(
-        origin_impl=counting_samples, origin=str(SAMPLES), secret=(SECRET, "previous-secret")
+        origin_impl=counting_samples, origin=(str(SAMPLES),), secret=(SECRET, "previous-secret")
     )
 
 

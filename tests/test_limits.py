@@ -24,7 +24,7 @@ from tofu.transform import Size, Transform
 
 async def test_overload_sheds_with_503_and_retry_after(make_client, tmp_path):
     origin = CountingOrigin(SAMPLES, delay=0.5)
-    client = await make_client(origin, origin=str(SAMPLES), dev=True, max_renders=1, max_queue=1)
+    client = await make_client(origin, origin=(str(SAMPLES),), dev=True, max_renders=1, max_queue=1)
     urls = [f"/recipes/1203423/{width}/5366e857.jpg" for width in range(100, 110)]
     responses = await asyncio.gather(*(client.get(url) for url in urls))
     statuses = sorted(r.status for r in responses)
@@ -42,7 +42,7 @@ async def test_overload_sheds_with_503_and_retry_after(make_client, tmp_path):
 async def test_cache_hits_are_served_while_renders_are_saturated(make_client):
     origin = CountingOrigin(SAMPLES, delay=0.0)
     client = await make_client(
-        origin, origin=str(SAMPLES), dev=True, max_renders=1, max_queue=0, originals_cache_size=0
+        origin, origin=(str(SAMPLES),), dev=True, max_renders=1, max_queue=0, originals_cache_size=0
     )
     hot = "/recipes/1203423/280x194c/5366e857.jpg"
     assert (await client.get(hot)).status == 200
@@ -56,7 +56,7 @@ async def test_cache_hits_are_served_while_renders_are_saturated(make_client):
 
 async def test_request_deadline_gives_504(make_client):
     origin = CountingOrigin(SAMPLES, delay=3.0)
-    client = await make_client(origin, origin=str(SAMPLES), dev=True, request_timeout=0.3)
+    client = await make_client(origin, origin=(str(SAMPLES),), dev=True, request_timeout=0.3)
     response = await client.get("/recipes/1203423/280/5366e857.jpg")
     assert response.status == 504
     assert "0.3" in await response.text()
@@ -67,7 +67,7 @@ async def test_png_bomb_is_refused_from_its_header(make_client, tmp_path: Path):
     assert len(bomb) < 100_000
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "bomb.png").write_bytes(bomb)
-    client = await make_client(origin=str(tmp_path), dev=True)
+    client = await make_client(origin=(str(tmp_path),), dev=True)
     response = await client.get("/b/280/bomb.png")
     assert response.status == 422
     assert "30000x30000" in await response.text()
@@ -79,7 +79,7 @@ async def test_png_bomb_is_refused_from_its_header(make_client, tmp_path: Path):
 async def test_oversized_original_is_refused(make_client, tmp_path: Path):
     (tmp_path / "b").mkdir()
     pyvips.Image.black(64, 64).jpegsave(str(tmp_path / "b" / "small.jpg"))
-    client = await make_client(origin=str(tmp_path), dev=True, max_source_bytes=100)
+    client = await make_client(origin=(str(tmp_path),), dev=True, max_source_bytes=100)
     response = await client.get("/b/32/small.jpg")
     assert response.status == 422
     assert "limit" in await response.text()
@@ -141,7 +141,7 @@ def test_workers_render_each_rendition_once_by_routing_misses_to_its_owner(tofu_
 
 async def test_unreachable_owner_is_rendered_around(tmp_path):
     peers = Peers(0, [str(tmp_path / "me.sock"), str(tmp_path / "gone.sock")])
-    app = create_app(Config(origin=str(SAMPLES), dev=True, workers=2), peers=peers)
+    app = create_app(Config(origin=(str(SAMPLES),), dev=True, workers=2), peers=peers)
     client = TestClient(RawTestServer(app.handle))
     await client.start_server()
     try:

@@ -69,7 +69,7 @@ class MissingOriginals:
 async def test_negative_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     origin = MissingOriginals()
     metrics = Metrics()
-    service = ImageService(Config(origin=str(tmp_path), dev=True, workers=1), origin, metrics)
+    service = ImageService(Config(origin=(str(tmp_path),), dev=True, workers=1), origin, metrics)
     count = 3 * NOT_FOUND_CACHE_BYTES // 2 // KEY_BYTES
     try:
         grown = await grown_by(
@@ -105,7 +105,7 @@ class ManyOriginals:
 
 
 async def test_original_versions_memo_is_bounded_in_bytes(tmp_path: Path) -> None:
-    config = Config(origin=str(tmp_path), dev=True, workers=1, originals_cache_size=0)
+    config = Config(origin=(str(tmp_path),), dev=True, workers=1, originals_cache_size=0)
     service = ImageService(config, ManyOriginals(), Metrics())
     try:
         grown = await grown_by(

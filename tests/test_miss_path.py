@@ -102,7 +102,7 @@ async def test_a_render_past_its_deadline_gives_back_its_slot_only_when_stopped(
     (tmp_path / "b" / "strip.png").write_bytes(strip_png(1, 300))
     pyvips.Image.black(64, 64).pngsave(str(tmp_path / "b" / "small.png"))
     client = await make_client(
-        origin=str(tmp_path),
+        origin=(str(tmp_path),),
         dev=True,
         max_renders=1,
         request_timeout=1.0,
@@ -163,5 +163,5 @@ def test_config_defaults_are_the_shipped_defaults() -> None:
     """``Config()`` (what tests build) and ``Config.load`` (what ``tofu serve`` builds) agree on
     every setting nobody gave."""
     loaded = Config.load({"origin": str(SAMPLES), "dev": True}, environ={})
-    built = Config(origin=str(SAMPLES), dev=True)
+    built = Config(origin=(str(SAMPLES),), dev=True)
     assert loaded == built

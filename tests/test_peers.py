@@ -159,7 +159,7 @@ def test_route_is_none_exactly_for_the_renditions_this_worker_owns() -> None:
 @pytest.fixture
 async def owner(tmp_path: Path) -> AsyncIterator[tuple[App, str]]:
     """An app (``workers=2``, this is worker 1) with its peer handler on a Unix socket."""
-    app = create_app(Config(origin=str(SAMPLES), dev=True, workers=2))
+    app = create_app(Config(origin=(str(SAMPLES),), dev=True, workers=2))
     runner = web.ServerRunner(web.Server(PeerHandler(app.service).handle, access_log=None))
     await runner.setup()
     path = str(tmp_path / "owner.sock")
@@ -238,7 +238,7 @@ async def test_fallback_render_gets_only_what_is_left_of_the_deadline(tmp_path: 
     server = await asyncio.start_unix_server(hang_up_late, path=hanging)
     peers = Peers(0, [str(tmp_path / "me.sock"), hanging])
     origin = CountingOrigin(SAMPLES, delay=1.0)
-    config = Config(origin=str(SAMPLES), dev=True, workers=2, request_timeout=2.0)
+    config = Config(origin=(str(SAMPLES),), dev=True, workers=2, request_timeout=2.0)
     app = create_app(config, origin, peers=peers)
     client = TestClient(RawTestServer(app.handle))
     await client.start_server()

@@ -116,7 +116,7 @@ async def test_verified_path_memo_is_bounded_in_bytes(
 ) -> None:
     budget = 256 << 10
     monkeypatch.setattr(tofu_server, "_VERIFIED_BYTES", budget, raising=False)
-    client = await make_client(origin=str(SAMPLES), dev=True, not_found_ttl=0)
+    client = await make_client(origin=(str(SAMPLES),), dev=True, not_found_ttl=0)
     memo = client.server._handler.__self__.handlers._verified  # the App's handlers
     for n in range(200):
         response = await client.get(f"/{n:04d}{'k' * 2000}/280/x.jpg")

@@ -24,6 +24,7 @@ from tests.support.s3 import (
 from tests.support.servers import SAMPLES, TofuProcess, start_tofu
 from tofu.config import Config
 from tofu.errors import NotFound, OriginError, Unprocessable
+from tofu.metrics import Metrics
 from tofu.origins import open_origin
 from tofu.origins.s3 import S3Origin
 from tofu.signing import signed_path
@@ -126,8 +127,8 @@ async def test_prefix_is_prepended(
 async def test_origin_url_with_prefix(
     s3_credentials: None, s3_endpoint_url: str, s3_bucket: str
 ) -> None:
-    config = Config(origin=f"s3://{s3_bucket}/recipes/1203423", s3_endpoint_url=s3_endpoint_url)
-    store = open_origin(config)
+    config = Config(origin=(f"s3://{s3_bucket}/recipes/1203423",), s3_endpoint_url=s3_endpoint_url)
+    store = open_origin(config, Metrics())
     try:
         original = await store.fetch("5366e857.jpg")
     finally:

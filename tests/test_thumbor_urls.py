@@ -212,7 +212,7 @@ def resolve(frontends: Frontends, raw_path: str) -> ParsedPath:
 
 
 def test_a_thumbor_url_and_the_tofu_url_for_it_are_one_cache_key() -> None:
-    config = Config(origin=str(SAMPLES), dev=True)
+    config = Config(origin=(str(SAMPLES),), dev=True)
     frontends = build_frontends(config)
     thumbor = resolve(frontends, "/unsafe/300x200/recipes/1/cups.jpg").transform
     tofu = resolve(frontends, "/recipes/1/300x200c/cups.jpg").transform
@@ -379,7 +379,7 @@ def test_a_thumbor_key_or_unsafe_thumbor_urls_alone_are_valid_setups() -> None:
 
 
 def test_tofu_urls_keep_their_meaning_when_thumbor_is_off() -> None:
-    config = Config(origin=str(SAMPLES), sizes=("300",))
+    config = Config(origin=(str(SAMPLES),), sizes=("300",))
     parsed = resolve(build_frontends(config), "/unsafe/300/a.jpg")
     assert (
         parsed.transform
@@ -402,7 +402,7 @@ def _dimensions(body: bytes) -> tuple[int, int]:
 
 
 async def test_dev_mode_serves_unsafe_urls(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
     status, body, content_type = await _get(client, f"/unsafe/300x200/{IMAGE}")
     assert (status, content_type, _dimensions(body)) == (200, "image/jpeg", (300, 200))
     status, body, content_type = await _get(
@@ -412,7 +412,7 @@ async def test_dev_mode_serves_unsafe_urls(make_client: MakeClient) -> None:
 
 
 async def test_production_mode(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), thumbor_key=("k1", "k2"))
+    client = await make_client(origin=(str(SAMPLES),), thumbor_key=("k1", "k2"))
     signed = CryptoURL(key="k2").generate(image_url=IMAGE, width=300, height=200)
     status, body, _ = await _get(client, signed)
     assert status == 200 and _dimensions(body) == (300, 200)
@@ -429,7 +429,7 @@ async def test_production_mode(make_client: MakeClient) -> None:
 
 
 async def test_thumbor_unsafe_flag_opens_unsafe_urls(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), secret=("s",), thumbor_unsafe=True)
+    client = await make_client(origin=(str(SAMPLES),), secret=("s",), thumbor_unsafe=True)
     status, _, _ = await _get(client, f"/unsafe/300x0/{IMAGE}")
     assert status == 200
     status, body, _ = await _get(client, f"/unsafe/meta/300x0/{IMAGE}")
@@ -440,7 +440,7 @@ async def test_thumbor_unsafe_flag_opens_unsafe_urls(make_client: MakeClient) ->
 
 
 async def test_one_render_for_a_thumbor_url_and_its_tofu_twin(make_client: MakeClient) -> None:
-    client = await make_client(origin=str(SAMPLES), dev=True)
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
     first = await _get(client, f"/unsafe/300x200/{IMAGE}")
     second = await _get(client, "/recipes/1/300x200c/cups.jpg")
     assert first == second and first[0] == 200

@@ -53,8 +53,8 @@ def _add_serve_options(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tofu",
-        description="On-demand image resizing proxy: TOFU-style URLs, originals from S3 or disk, "
-        "rendered with libvips, cached in memory.",
+        description="On-demand image resizing proxy: TOFU-style URLs, originals from S3, HTTP "
+        "or disk, rendered with libvips, cached in memory.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
+from tofu.origins.sources import Route, parse_route, parse_table
 from tofu.transform import ImageFormat
 from tofu.urls import SizeSpec, parse_size_spec
 
@@ -82,13 +83,32 @@ class Setting:
 
 def _origin(text: str) -> str:
     if not text:
-        raise ValueError("must be a directory or s3://BUCKET[/PREFIX]")
-    if text.startswith("s3://"):
-        if not text[5:].split("/", 1)[0]:
-            raise ValueError(f"{text!r} names no bucket")
-    elif not os.path.isdir(text):
-        raise ValueError(f"{text!r} is not a directory")
+        raise ValueError(
+            "must be [PREFIX/=]SOURCE: a directory, s3://BUCKET[/PREFIX] or http(s)://"
+        )
+    parse_route(text)  # each backend validates its own sources
     return text
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """``TOFU_ORIGIN``: origins separated by newlines or ``;`` (no source holds either)."""
+    return tuple(part.strip() for part in re.split(r"[;\n]", text) if part.strip())
+
+
+def _hedge_after(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    value = float(text)
+    if not 0 <= value < 1e6:
+        raise ValueError(f"must be auto or 0 or more milliseconds, got {text!r}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text.strip().removesuffix("%"))
+    if not 0 <= value <= 100:
+        raise ValueError(f"must be 0-100, got {text!r}")
+    return value
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -165,7 +185,17 @@ def _cores() -> int:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("origin", "originals: a directory, or s3://BUCKET[/PREFIX]", _origin),
+    Setting(
+        "origin",
+        "originals: [PREFIX/=]SOURCE[|REPLICA...], a SOURCE being a directory, "
+        "s3://BUCKET[/PREFIX][?endpoint_url=URL&region=NAME] or http(s)://HOST[:PORT]/BASE/; "
+        "repeat for several origins, chosen by the key's longest PREFIX (one without is the "
+        "default). The variable separates them with ; or newlines",
+        _origin,
+        multiple=True,
+        split=_origins,
+        split_flag=False,
+    ),
     Setting("host", "address to listen on"),
     Setting("port", "port to listen on", _non_negative(int)),
     Setting(
@@ -267,6 +297,18 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative(int),
     ),
     Setting(
+        "hedge_after",
+        "milliseconds after which a fetch that has not begun to answer is hedged (a second GET "
+        "to the next replica, or the same source); auto (the default): the origin's recent "
+        "p95 time to first byte; 0: never",
+        _hedge_after,
+    ),
+    Setting(
+        "hedge_budget",
+        "percentage of fetches that may be hedged (0-100)",
+        _percent,
+    ),
+    Setting(
         "idle_timeout",
         "seconds a connection may go without a complete request (idle between requests, or "
         "sending its headers slowly) before it is closed; keep it above the load balancer's "
@@ -351,7 +393,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 class Config:
     """The effective settings of one tofu server. Build with ``Config.load``."""
 
-    origin: str = ""
+    origin: tuple[str, ...] = ()  # [PREFIX/=]SOURCE[|REPLICA...] each (tofu.origins.sources)
     host: str = "127.0.0.1"
     port: int = 8080
     ops_listen: str = ""
@@ -371,6 +413,8 @@ class Config:
     request_timeout: float = 30.0
     fetch_timeout: float = 10.0
     fetch_retries: int = 2
+    hedge_after: float | None = None  # milliseconds; None: adaptive (p95)
+    hedge_budget: float = 10.0  # percent
     idle_timeout: float = 75.0
     max_path_length: int = 2048
     max_output_side: int = 4096
@@ -398,6 +442,14 @@ class Config:
         return split_host_port(self.ops_listen) if self.ops_listen else None
 
     @property
+    def origin_table(self) -> tuple[Route, ...]:
+        """The origins parsed, in order (empty if they are invalid)."""
+        try:
+            return parse_table(self.origin)
+        except ValueError:
+            return ()
+
+    @property
     def allowed_sizes(self) -> frozenset[SizeSpec]:
         return frozenset(parse_size_spec(token, self.max_output_side) for token in self.sizes)
 
@@ -415,7 +467,13 @@ class Config:
     def _problems(self, given: set[str]) -> list[str]:
         problems = []
         if not self.origin and "origin" not in given:
-            problems.append("--origin is required (a directory or s3://BUCKET[/PREFIX])")
+            problems.append(
+                "--origin is required (a directory, s3://BUCKET[/PREFIX] or http(s)://HOST/BASE/)"
+            )
+        try:
+            parse_table(self.origin)
+        except ValueError as exc:
+            problems.append(f"--origin: {exc}")
         problems.extend(_secret_problems(self.secret, self.dev))
         opened = self.secret or self.sizes or self.thumbor_key or self.thumbor_unsafe or self.dev
         if not opened:
@@ -444,7 +502,9 @@ class Config:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:
             problems.append("--avif-effort must be 0-9")
-        if self.s3_endpoint_url and not self.origin.startswith("s3://"):
+        if self.s3_endpoint_url and not any(
+            source.scheme == "s3" for route in self.origin_table for source in route.sources
+        ):
             problems.append("--s3-endpoint-url needs an s3:// origin")
         return problems
 
@@ -458,6 +518,13 @@ class Config:
             elif isinstance(value, tuple):
                 value = [v.value if isinstance(v, ImageFormat) else v for v in value]
             out[f.name] = value
+        out["origins"] = [
+            {
+                "prefix": route.prefix or "(default)",
+                "sources": [source.describe() for source in route.sources],
+            }
+            for route in self.origin_table
+        ]
         return out
 
 
@@ -489,6 +556,8 @@ def _read(
     invalid: set[str] = set()  # given but not valid: already reported, once
     for setting in settings:
         raw: Any = flags.get(setting.name)  # a string, a list of strings, True or None
+        if setting.multiple and isinstance(raw, str):
+            raw = [raw]
         source = setting.flag
         if raw is None or raw == [] or raw is False:
             raw = environ.get(setting.env)

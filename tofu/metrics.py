@@ -68,6 +68,38 @@ class Metrics:
         self.origin_errors = Counter(
             "tofu_origin_errors", "failed origin fetches by kind", ["kind"], registry=r
         )
+        self.origin_seconds = Histogram(
+            "tofu_origin_fetch_seconds",
+            "time to fetch an original, by origin (failover and hedging included)",
+            ["origin"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.origin_fetch_errors = Counter(
+            "tofu_origin_fetch_errors",
+            "failed fetches by origin and kind",
+            ["origin", "kind"],
+            registry=r,
+        )
+        self.origin_answers = Counter(
+            "tofu_origin_answers",
+            "fetches answered, by origin and the source that answered",
+            ["origin", "source"],
+            registry=r,
+        )
+        self.origin_failovers = Counter(
+            "tofu_origin_failovers",
+            "fetches sent past an origin's primary source (failed or skipped)",
+            ["origin"],
+            registry=r,
+        )
+        self.origin_hedges = Counter(
+            "tofu_origin_hedges",
+            "hedged fetches by outcome: won (the hedge answered first), lost, failed, "
+            "over_budget (due but not sent)",
+            ["origin", "outcome"],
+            registry=r,
+        )
         self.renders = Counter("tofu_renders", "renditions rendered", registry=r)
         self.render_errors = Counter(
             "tofu_render_errors", "renders refused or failed, by status", ["status"], registry=r

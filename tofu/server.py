@@ -253,8 +253,8 @@ class App:
         peers: Peers | None = None,
         render_memory: RenderMemory | None = None,
     ) -> None:
-        origin = origin or open_origin(config)
         self.metrics = Metrics()
+        origin = origin or open_origin(config, self.metrics)
         self.service = ImageService(config, origin, self.metrics, render_memory)
         self.health = Health(origin)
         self.peers = peers

@@ -1,11 +1,16 @@
-"""Where originals come from. A backend is one file implementing the ``Origin`` protocol."""
+"""Where originals come from. A backend is one file implementing the ``Origin`` protocol and
+validating its own sources (``sources.SCHEMES``); routing by key prefix (``routing``) and
+failover and hedging between a source's replicas (``replicas``) are ``Origin``s wrapping
+other ``Origin``s, so the service and the health check see one origin."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from tofu.config import Config
+if TYPE_CHECKING:
+    from tofu.config import Config
+    from tofu.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +26,9 @@ class Origin(Protocol):
     """A store of originals, addressed by the key a ``Transform`` carries."""
 
     async def fetch(self, key: str) -> Original:
-        """The original at ``key``; raises ``NotFound``, ``OriginError``, ``OriginTimeout`` or
-        ``Unprocessable`` (over the byte limit)."""
+        """The original at ``key``; raises ``NotFound``, ``OriginError``, ``OriginTimeout``,
+        ``Unprocessable`` (over the byte limit) or ``UnsupportedMediaType`` (served as
+        something else than an image)."""
         ...
 
     async def check(self) -> None:
@@ -32,21 +38,32 @@ class Origin(Protocol):
     async def close(self) -> None: ...
 
 
-def open_origin(config: Config) -> Origin:
-    """The origin ``config.origin`` names: ``s3://BUCKET[/PREFIX]`` or a directory."""
-    if config.origin.startswith("s3://"):
-        from tofu.origins.s3 import S3Origin
+def open_origin(config: Config, metrics: Metrics) -> Origin:
+    """The origins ``config.origin`` names, one ``Replicas`` per route, behind a
+    ``RoutedOrigin`` when there are prefixes."""
+    from tofu.origins.replicas import Hedging, Replicas
+    from tofu.origins.routing import RoutedOrigin
+    from tofu.origins.sources import backend, parse_table
 
-        bucket, _, prefix = config.origin[5:].partition("/")
-        return S3Origin(
-            bucket,
-            prefix,
-            endpoint_url=config.s3_endpoint_url,
-            timeout=config.fetch_timeout,
-            retries=config.fetch_retries,
-            max_bytes=config.max_source_bytes,
-            pool_size=max(10, config.max_renders + config.max_queue),
+    hedging = Hedging(
+        after=None if config.hedge_after is None else config.hedge_after / 1000,
+        budget=config.hedge_budget / 100,
+    )
+    routes: list[tuple[str, Origin]] = []
+    for route in parse_table(config.origin):
+        sources = [
+            (source.label, backend(source.scheme).open_source(source, config))
+            for source in route.sources
+        ]
+        replicas = Replicas(
+            route.name,
+            sources,
+            deadline=config.fetch_timeout,
+            hedging=hedging,
+            metrics=metrics,
+            remote=all(source.remote for source in route.sources),
         )
-    from tofu.origins.disk import DiskOrigin
-
-    return DiskOrigin(config.origin, max_bytes=config.max_source_bytes)
+        routes.append((route.prefix, replicas))
+    if len(routes) == 1 and not routes[0][0]:
+        return routes[0][1]
+    return RoutedOrigin(routes)

@@ -6,9 +6,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from tofu.errors import NotFound, OriginError, Unprocessable
 from tofu.origins import Original
+from tofu.origins.sources import Source
+
+if TYPE_CHECKING:
+    from tofu.config import Config
+
+
+def parse_source(text: str) -> Source:
+    if not os.path.isdir(text):
+        raise ValueError(f"{text!r} is not a directory")
+    return Source("", text, remote=False)
+
+
+def open_source(source: Source, config: Config) -> DiskOrigin:
+    return DiskOrigin(source.location, max_bytes=config.max_source_bytes)
 
 
 class DiskOrigin:

@@ -11,27 +11,70 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-from typing import Any
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tofu.errors import NotFound, OriginError, OriginTimeout, Unprocessable
+from tofu.errors import NotFound, OriginError
 from tofu.origins import Original
+from tofu.origins.policy import Retryable, RetryPolicy, first_byte, read_bounded
+from tofu.origins.sources import Source
+
+if TYPE_CHECKING:
+    from tofu.config import Config
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
-_BACKOFF_BASE = 0.05  # seconds; attempt n sleeps up to base * 2**n
-_BACKOFF_CAP = 1.0
-_CHUNK = 1 << 16  # read size when the length is not known up front
+_CHUNK = 1 << 16
 
 
-class _Retryable(Exception):
-    """A failure worth another attempt; carries a short description of the cause."""
+_OPTIONS = ("endpoint_url", "region")
+
+
+def parse_source(text: str) -> Source:
+    """``s3://BUCKET[/PREFIX][?endpoint_url=URL&region=NAME]``."""
+    parts = urlsplit(text)
+    bucket = parts.netloc
+    if not bucket:
+        raise ValueError(f"{text!r} names no bucket")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", bucket):
+        raise ValueError(f"{text!r}: {bucket!r} is not a bucket name")
+    if parts.fragment:
+        raise ValueError(f"{text!r}: an S3 source has no #fragment")
+    try:
+        options = parse_qsl(parts.query, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"{text!r}: the options are not NAME=VALUE&...") from None
+    for name, value in options:
+        if name not in _OPTIONS:
+            raise ValueError(f"{text!r}: unknown option {name!r} (known: {', '.join(_OPTIONS)})")
+        if name == "endpoint_url" and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"{text!r}: endpoint_url must be an http(s):// URL")
+    if len({name for name, _ in options}) != len(options):
+        raise ValueError(f"{text!r}: an option is given twice")
+    location = f"s3://{bucket}{parts.path}".rstrip("/")
+    return Source("s3", location, tuple(options))
+
+
+def open_source(source: Source, config: Config) -> S3Origin:
+    bucket, _, prefix = source.location.removeprefix("s3://").partition("/")
+    return S3Origin(
+        bucket,
+        prefix,
+        endpoint_url=source.option("endpoint_url") or config.s3_endpoint_url,
+        region=source.option("region"),
+        timeout=config.fetch_timeout,
+        retries=config.fetch_retries,
+        max_bytes=config.max_source_bytes,
+        pool_size=max(10, config.max_renders + config.max_queue),
+    )
 
 
 class S3Origin:
@@ -41,6 +84,7 @@ class S3Origin:
         prefix: str = "",
         *,
         endpoint_url: str | None,
+        region: str | None = None,
         timeout: float,
         retries: int,
         max_bytes: int,
@@ -49,8 +93,9 @@ class S3Origin:
         self._bucket = bucket
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._endpoint_url = endpoint_url
+        self._region = region
         self._timeout = timeout
-        self._retries = retries
+        self._policy = RetryPolicy(timeout, retries)
         self._max_bytes = max_bytes
         self._pool_size = pool_size
         self._exit_stack = contextlib.AsyncExitStack()
@@ -70,7 +115,7 @@ class S3Origin:
                     # bucket.localhost or bucket.10.0.0.5 name would not resolve.
                     s3={"addressing_style": "path"} if self._endpoint_url else None,
                 )
-                region = session.get_config_variable("region") or "us-east-1"
+                region = self._region or session.get_config_variable("region") or "us-east-1"
                 self._client = await self._exit_stack.enter_async_context(
                     session.create_client(
                         "s3", endpoint_url=self._endpoint_url, region_name=region, config=config
@@ -80,31 +125,17 @@ class S3Origin:
 
     async def fetch(self, key: str) -> Original:
         client = self._client or await self._open()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._fetch_with_retries(client, key)
-        except TimeoutError:
-            raise OriginTimeout(f"S3 did not answer within {self._timeout:g}s") from None
-
-    async def _fetch_with_retries(self, client: Any, key: str) -> Original:
-        cause = ""
-        for attempt in range(self._retries + 1):
-            if attempt:
-                await asyncio.sleep(
-                    random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
-                )
-            try:
-                return await self._get(client, key)
-            except _Retryable as exc:
-                cause = str(exc)
-        raise OriginError(f"S3 GetObject failed after {self._retries + 1} attempts: {cause}")
+        return await self._policy.run(lambda: self._get(client, key), "S3")
 
     async def _get(self, client: Any, key: str) -> Original:
         try:
             response = await client.get_object(Bucket=self._bucket, Key=self._prefix + key)
+            first_byte()
             body = response["Body"]
             try:
-                data = await self._read(body, response.get("ContentLength"))
+                data = await read_bounded(
+                    _chunks(body), response.get("ContentLength"), self._max_bytes
+                )
             finally:
                 await body.aclose()
         except ClientError as exc:
@@ -116,36 +147,17 @@ class S3Origin:
             if code in _NOT_FOUND_CODES or status == 404:
                 raise NotFound(f"no original at {key!r}") from None
             if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
-                raise _Retryable(f"{status} {code}") from None
+                raise Retryable(f"{status} {code}") from None
             raise OriginError(f"S3 refused GetObject: {status} {code}") from None
         except (BotoCoreError, aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
             # Connection refused or reset, a read timeout, a body cut short.
-            raise _Retryable(type(exc).__name__) from None
+            raise Retryable(type(exc).__name__) from None
         modified = response.get("LastModified")
         return Original(
             data,
             version=str(response.get("ETag", "")).strip('"') or f"len-{len(data)}",
             last_modified=modified.timestamp() if modified else None,
         )
-
-    async def _read(self, body: Any, length: int | None) -> bytes:
-        """The whole body, never more than ``max_bytes`` of it: an announced length over the
-        limit is refused before reading, an unannounced one as soon as the limit is passed."""
-        if length is not None and length > self._max_bytes:
-            raise Unprocessable(f"original is {length} bytes, over the {self._max_bytes} limit")
-        if length is not None:
-            data = await body.read()
-            if len(data) != length:
-                raise _Retryable(f"short read: {len(data)} of {length} bytes")
-            return data
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await body.read(_CHUNK):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise Unprocessable(f"original is over the {self._max_bytes} byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def check(self) -> None:
         client = self._client or await self._open()
@@ -155,3 +167,8 @@ class S3Origin:
     async def close(self) -> None:
         await self._exit_stack.aclose()
         self._client = None
+
+
+async def _chunks(body: Any) -> AsyncIterator[bytes]:
+    while chunk := await body.read(_CHUNK):
+        yield chunk

@@ -1,0 +1,121 @@
+"""``Replicas`` in process, over scripted sources: the breaker's cooldown and probe, failover
+of a silent primary within the deadline, readiness while one source answers. Counts only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tofu.errors import NotFound, OriginError
+from tofu.metrics import Metrics
+from tofu.origins import Original
+from tofu.origins import replicas as replicas_module
+from tofu.origins.policy import first_byte
+from tofu.origins.replicas import Hedging, Replicas
+
+ORIGINAL = Original(b"data", "v1")
+
+
+class Scripted:
+    """A source that fails, stalls, answers or says 404 as told, counting fetches."""
+
+    def __init__(self, behaviour: str = "ok") -> None:
+        self.behaviour = behaviour
+        self.fetches = 0
+        self.healthy = True
+
+    async def fetch(self, key: str) -> Original:
+        self.fetches += 1
+        if self.behaviour == "fail":
+            raise OriginError("scripted failure")
+        if self.behaviour == "stall":
+            await asyncio.sleep(3600)
+        if self.behaviour == "missing":
+            raise NotFound("scripted 404")
+        if self.behaviour == "slow_body":  # headers at once, then a slow body
+            first_byte()
+            await asyncio.sleep(0.3)
+        return ORIGINAL
+
+    async def check(self) -> None:
+        if not self.healthy:
+            raise OSError("down")
+
+    async def close(self) -> None:
+        return None
+
+
+def replicas(*sources: Scripted, deadline: float = 5.0, hedge_after: float = 0) -> Replicas:
+    return Replicas(
+        "r/",
+        [(f"s{n}", source) for n, source in enumerate(sources)],
+        deadline=deadline,
+        hedging=Hedging(hedge_after, 1.0),
+        metrics=Metrics(),
+    )
+
+
+async def test_breaker_opens_then_probes_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replicas_module, "_COOLDOWN", 0.2)
+    primary, replica = Scripted("fail"), Scripted()
+    origin = replicas(primary, replica)
+    for _ in range(7):
+        assert await origin.fetch("k") == ORIGINAL
+    assert primary.fetches == 5  # open after five failures in a row
+    await asyncio.sleep(0.25)
+    assert await origin.fetch("k") == ORIGINAL
+    assert primary.fetches == 6  # probed after the cooldown, failed: open again at once
+    assert await origin.fetch("k") == ORIGINAL
+    assert primary.fetches == 6
+    primary.behaviour = "ok"
+    await asyncio.sleep(0.25)
+    await origin.fetch("k")
+    await origin.fetch("k")
+    assert primary.fetches == 8  # the probe succeeded: closed
+    assert replica.fetches == 9  # 7, the failed probe, the one skipped after it
+
+
+async def test_every_source_open_is_tried_anyway() -> None:
+    only = Scripted("fail")
+    origin = replicas(only, Scripted("fail"))
+    for _ in range(6):
+        with pytest.raises(OriginError):
+            await origin.fetch("k")
+    assert only.fetches == 6
+
+
+async def test_silent_primary_leaves_the_replica_its_share() -> None:
+    primary, replica = Scripted("stall"), Scripted()
+    origin = replicas(primary, replica, deadline=0.4)
+    assert await origin.fetch("k") == ORIGINAL
+    assert (primary.fetches, replica.fetches) == (1, 1)
+
+
+async def test_primary_404_is_final_even_when_hedged() -> None:
+    primary, replica = Scripted("missing"), Scripted()
+    with pytest.raises(NotFound):
+        await replicas(primary, replica, hedge_after=0.001).fetch("k")
+    assert replica.fetches == 0
+
+
+async def test_ready_while_one_source_answers() -> None:
+    primary, replica = Scripted(), Scripted()
+    origin = replicas(primary, replica)
+    primary.healthy = False
+    await origin.check()
+    replica.healthy = False
+    with pytest.raises(OSError):
+        await origin.check()
+    await origin.fetch("k")  # a fetch answered just now vouches for the origin
+    await origin.check()
+
+
+async def test_a_slow_body_is_not_hedged_silent_headers_are() -> None:
+    """The hedge delay runs to the first byte: an answer under way is not hedged."""
+    primary, replica = Scripted("slow_body"), Scripted()
+    assert await replicas(primary, replica, hedge_after=0.02).fetch("k") == ORIGINAL
+    assert replica.fetches == 0
+    primary.behaviour = "stall"
+    assert await replicas(primary, replica, hedge_after=0.02).fetch("k") == ORIGINAL
+    assert replica.fetches == 1
