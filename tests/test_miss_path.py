@@ -4,6 +4,8 @@ of a plan, cancelling a render at its deadline, and the node-wide render memory 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -165,3 +167,39 @@ def test_config_defaults_are_the_shipped_defaults() -> None:
     loaded = Config.load({"origin": str(SAMPLES), "dev": True}, environ={})
     built = Config(origin=(str(SAMPLES),), dev=True)
     assert loaded == built
+
+
+_ALLOCATE_AND_FREE = """
+import ctypes, resource, sys
+from tofu.render import configure_malloc
+if sys.argv[1] == "configured":
+    configure_malloc()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def render_sized_buffer():
+    block = libc.malloc(8 << 20)
+    ctypes.memset(block, 1, 8 << 20)
+    libc.free(block)
+render_sized_buffer()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    render_sized_buffer()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_render_processes_keep_freed_buffers_instead_of_faulting_them_in_again() -> None:
+    def page_faults(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _ALLOCATE_AND_FREE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(run.stdout)
+
+    # 5 x 8 MB is 10,240 pages: glibc's defaults fault most of them in again each time.
+    assert page_faults("default") > 1000
+    assert page_faults("configured") < 100

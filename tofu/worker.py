@@ -21,7 +21,7 @@ from tofu import access_log, logs, protocol
 from tofu.config import Config
 from tofu.metrics import Metrics
 from tofu.peers import PeerHandler, Peers
-from tofu.render import configure_libvips
+from tofu.render import configure_libvips, configure_malloc
 from tofu.render_memory import RenderMemory
 from tofu.server import create_app
 
@@ -112,5 +112,6 @@ def run_worker(
     """Server process ``index`` of ``len(peer_sockets)`` (one: no routing between workers),
     sharing the node's render memory budget through ``memory_path`` (None: a single process)."""
     logs.configure(config.log_level, config.log_format)
+    configure_malloc()
     configure_libvips(config.vips_concurrency)
     uvloop.run(_serve(config, index, peer_sockets, memory_path))

@@ -42,7 +42,7 @@ from tofu.render import steps
 from tofu.render.adjust import adjust, cut, encode_within, resolve, shrink_image
 from tofu.render.animated import animated_output, render_animated
 from tofu.render.cancel import Cancellation
-from tofu.render.runtime import configure_libvips, release_freed_memory
+from tofu.render.runtime import configure_libvips, configure_malloc, release_freed_memory
 from tofu.render.steps import (
     Geometry,
     RenderSettings,
@@ -70,6 +70,7 @@ __all__ = [
     "RenderSettings",
     "Rendition",
     "configure_libvips",
+    "configure_malloc",
     "execute",
     "prepare",
     "render",

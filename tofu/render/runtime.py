@@ -10,6 +10,11 @@ import pyvips
 
 _G_LOG_LEVEL_WARNINGS = 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4  # fatal, error, critical, warning
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
 
 def configure_libvips(threads: int) -> None:
     """Process-wide libvips settings for a server.
@@ -29,6 +34,24 @@ def configure_libvips(threads: int) -> None:
         pyvips._log_handler_id = pyvips.glib_lib.g_log_set_handler(
             b"VIPS", _G_LOG_LEVEL_WARNINGS, callback, pyvips.ffi.NULL
         )
+
+
+def configure_malloc() -> None:
+    """glibc malloc settings for a render process; call before its threads start.
+
+    A render allocates a few MB at once (the decoded pixels, libvips' buffers) and frees them
+    a few ms later. With glibc's defaults those blocks are mmapped or trimmed off the heap when
+    freed, so every render faults its pages in again (about 500 page faults and 1.5 ms of
+    system time per W1 render). Keeping them (mmap only from 32 MB, trimming only beyond
+    128 MB free) took 2 ms of CPU off each W1 request for 30 MB more RSS per node; two arenas
+    instead of one per thread keep that retained memory from multiplying by the thread count.
+    Big originals still hand their memory back (``release_freed_memory``)."""
+    libc = _glibc()
+    if libc is None:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    libc.mallopt(_M_ARENA_MAX, 2)
 
 
 @functools.cache
