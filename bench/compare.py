@@ -38,6 +38,7 @@ from bench.report import Row, WorkloadInfo, write_report
 from bench.servers import (
     Running,
     ServerError,
+    cores,
     nginx_version,
     sharp_version,
     start_ceiling,
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="workloads to run, e.g. W1,W3 (default: all)")
     p.add_argument(
         "--servers",
-        help="server configurations (a name or a family: tofu = tofu,tofu-w1); of "
+        help="server configurations (a name or a family: tofu = tofu,tofu-percore); of "
         + ", ".join(ALL_SERVERS),
     )
     p.add_argument(
@@ -147,8 +148,8 @@ class Bench:
         name = f"{wl.name}-{server}"
         starters: dict[str, Callable[[], Running]] = {
             "tofu": lambda: start_tofu(name, root, work, cache_size=cache, extra=self.tofu_extra),
-            "tofu-w1": lambda: start_tofu(
-                name, root, work, workers=1, cache_size=cache, extra=self.tofu_extra
+            "tofu-percore": lambda: start_tofu(
+                name, root, work, workers=cores(), cache_size=cache, extra=self.tofu_extra
             ),
             "thumbor": lambda: start_thumbor(
                 name, root, work, result_storage=False, processes=self.args.thumbor_processes

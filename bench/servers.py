@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.targets import Kind
+from tofu.config import default_workers
 from tofu.formats import PROGRESSIVE_MIN_PIXELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +163,7 @@ def start_tofu(
     cmd += extra or []
     env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     running = _started(_spawn(name, Kind.TOFU, cmd, port, workdir, env), "/healthz")
-    expected = workers or cores()
+    expected = workers or default_workers()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if running.log_path.read_text(errors="replace").count("tofu listening on") >= expected:

@@ -117,7 +117,7 @@ class Workload:
     peer: str = ""  # a second server ratios are computed against
 
 
-MISS_SERVERS = ("tofu", "tofu-w1", "thumbor", "sharp", "nginx-if", "ceiling")
+MISS_SERVERS = ("tofu", "tofu-percore", "thumbor", "sharp", "nginx-if", "ceiling")
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -137,7 +137,7 @@ WORKLOADS: dict[str, Workload] = {
             "realistic: Zipf popularity over the virtual keys x the app's size mix",
             (
                 "tofu",
-                "tofu-w1",
+                "tofu-percore",
                 "thumbor",
                 "thumbor-rs",
                 "sharp",
@@ -155,7 +155,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "W3",
             "hit path: one cached ~20 KB rendition",
-            ("tofu", "tofu-w1", "thumbor-rs", "nginx-if-cache", "nginx-static"),
+            ("tofu", "tofu-percore", "thumbor-rs", "nginx-if-cache", "nginx-static"),
             20.0,
             32,
             "thumbor-rs",
@@ -177,7 +177,7 @@ WORKLOADS: dict[str, Workload] = {
 }
 ALL_SERVERS = (
     "tofu",
-    "tofu-w1",
+    "tofu-percore",
     "thumbor",
     "thumbor-rs",
     "sharp",
@@ -190,7 +190,7 @@ ALL_SERVERS = (
 
 def select(names: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
     """``names`` filtered by ``wanted``: an exact name, or a family (``tofu`` selects ``tofu``
-    and ``tofu-w1``; ``nginx`` every nginx row)."""
+    and ``tofu-percore``; ``nginx`` every nginx row)."""
     if not wanted:
         return list(names)
     return [n for n in names if any(n == w or n.startswith(w + "-") for w in wanted)]

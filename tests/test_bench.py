@@ -171,8 +171,8 @@ def test_path_for_each_server(kind: Kind, token: str, expected: str) -> None:
 
 def test_select_servers_by_name_or_family() -> None:
     names = WORKLOADS["W2"].servers
-    assert select(names, ["tofu"]) == ["tofu", "tofu-w1"]
-    assert select(names, ["tofu-w1", "ceiling"]) == ["tofu-w1", "ceiling"]
+    assert select(names, ["tofu"]) == ["tofu", "tofu-percore"]
+    assert select(names, ["tofu-percore", "ceiling"]) == ["tofu-percore", "ceiling"]
     assert select(names, ["nginx"]) == ["nginx-if", "nginx-if-cache"]
     assert select(names, None) == list(names)
 
