@@ -32,7 +32,7 @@ from tests.support.proxies import (
     render_vcl,
 )
 from tests.support.servers import ROOT
-from tofu.config import SETTINGS, Config, parse_bytes
+from tofu.config import CORES_PER_WORKER, SETTINGS, Config, parse_bytes
 from tofu.metrics import Metrics
 
 DEPLOY = ROOT / "deploy"
@@ -260,7 +260,9 @@ def test_k8s_deployment_probes_resources_and_graceful_stop() -> None:
     resources = container["resources"]
     cpu = resources["limits"]["cpu"]
     assert resources["requests"]["cpu"] == cpu
-    assert int(env["TOFU_WORKERS"]) == int(cpu), "one worker per CPU of the limit"
+    # The defaults' rule, from the CPU limit (inside a container tofu sees the host's CPUs).
+    assert int(env["TOFU_WORKERS"]) == max(1, int(cpu) // CORES_PER_WORKER)
+    assert int(env["TOFU_MAX_RENDERS"]) == int(cpu) + 1
     memory = _mebibytes(resources["limits"]["memory"])
     assert _mebibytes(resources["requests"]["memory"]) <= memory
     caches = parse_bytes(env["TOFU_CACHE_SIZE"]) + parse_bytes(env["TOFU_ORIGINALS_CACHE_SIZE"])
