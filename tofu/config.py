@@ -290,7 +290,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "exact_shrink",
         "decode JPEGs at twice the output size at least, as libvips thumbnail does (resize "
-        "SSIM >= 0.98 instead of >= 0.97, about 15%% more CPU per render)",
+        "SSIM >= 0.98 instead of >= 0.97, about 35%% more CPU per render)",
         flag_only=True,
     ),
     Setting(
