@@ -39,7 +39,7 @@ from tofu.errors import Unprocessable
 from tofu.formats import FORMATS
 from tofu.negotiate import Negotiated
 from tofu.render import steps
-from tofu.render.adjust import adjust, cut, encode_within, resolve, shrink_image
+from tofu.render.adjust import adjust, cut, encode_within, resolve
 from tofu.render.animated import animated_output, render_animated
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import configure_libvips, configure_malloc, release_freed_memory
@@ -137,7 +137,7 @@ def execute(
             image, cut_source, offset = cut(data, source, ops)
             size = resolve(size, cut_source, settings, offset)
             geometry = steps.plan(cut_source, size, settings)
-            image = shrink_image(image, geometry)
+            image = resize(image, cut_source, geometry)  # decoded, oriented: no shrink-on-load
         elif source.turbo_decodable and not settings.exact_shrink:
             image = decode_scaled(data, source, geometry)
             cancellation.check()

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pyvips
 
 from tofu.render.encode import DEFAULT_QUALITY, encode
-from tofu.render.steps import Geometry, RenderSettings, Source
+from tofu.render.steps import RenderSettings, Source
 from tofu.transform import (
     NO_OPERATIONS,
     Colour,
@@ -85,18 +85,6 @@ def _trim(image: pyvips.Image, trim: Trim) -> tuple[pyvips.Image, tuple[int, int
     if width <= 0 or height <= 0:
         return image, (0, 0)
     return image.crop(left, top, width, height), (left, top)
-
-
-def shrink_image(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
-    """``thumbnail`` for an image ``cut`` decoded already: the same resize to the planned
-    size, no shrink-on-load (the crop is ``crop``'s)."""
-    if (image.width, image.height) == (geometry.resized_width, geometry.resized_height):
-        return image
-    return image.resize(
-        geometry.resized_width / image.width,
-        vscale=geometry.resized_height / image.height,
-        kernel="lanczos3",
-    )
 
 
 def resolve(
