@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import webcolors
 
 from tofu.errors import BadRequest, Forbidden
+from tofu.formats import BY_NAME
 from tofu.hints import Adapt
 from tofu.transform import (
     NO_OPERATIONS,
@@ -68,14 +69,6 @@ _URL_RE = re.compile(
 )
 _HALIGN = {"left": 0.0, "center": 50.0, "right": 100.0}
 _VALIGN = {"top": 0.0, "middle": 50.0, "bottom": 100.0}
-_FORMATS = {
-    "jpeg": ImageFormat.JPEG,
-    "jpg": ImageFormat.JPEG,
-    "png": ImageFormat.PNG,
-    "webp": ImageFormat.WEBP,
-    "avif": ImageFormat.AVIF,
-    "gif": ImageFormat.GIF,
-}
 _MAX_BLUR_RADIUS = 150  # thumbor's cap
 _MAX_SIGMA_PER_RADIUS = 7.0
 _MAX_SIGMA = 1000.0  # libvips' gaussblur limit
@@ -122,7 +115,7 @@ def _quality(request: _Request, value: str) -> None:
 
 def _format(request: _Request, value: str) -> None:
     # As thumbor: a format it does not know (or tofu cannot encode: heic, heif) means "none".
-    request.format = _FORMATS.get(value.strip("'").lower())
+    request.format = BY_NAME.get(value.strip("'").lower())
 
 
 def _fill(request: _Request, colour: str, merge: str | None = None) -> None:
@@ -326,9 +319,7 @@ def parse_options(path: str, max_side: int) -> Transform:
     if fit_in:
         fit = Fit.OUTSIDE if match["full"] else Fit.INSIDE
         ops["adaptive"] = bool(match["adaptive"])
-        ops.pop("focal_box", None)  # nothing is cropped
-        if original_width or original_height:  # the box side is the source's: no limit there
-            original_width = original_height = False
+        # "orig" leaves that side of the box open (width or height 0): no limit there.
     elif (width or original_width) and (height or original_height):
         fit = Fit.COVER
         if "focal_box" in ops:
@@ -346,9 +337,8 @@ def parse_options(path: str, max_side: int) -> Transform:
         # One side (the other follows the aspect ratio) or none (the source's size): "orig"
         # on one side with the other open is the source's size too.
         fit = Fit.INSIDE
-        ops.pop("focal_box", None)
     if gravity is not Gravity.FOCAL:
-        ops.pop("focal_box", None)
+        ops.pop("focal_box", None)  # nothing is cropped around it
     size = Size(
         width=width or None,
         height=height or None,
