@@ -81,6 +81,12 @@ class Setting:
         return "TOFU_" + self.name.upper()
 
 
+def _secrets(name: str, help: str) -> Setting:
+    """A list of secrets: one flag value is one secret, byte for byte (never split on spaces
+    or commas); the variable holds one per line; masked by ``tofu config``."""
+    return Setting(name, help, _secret, multiple=True, secret=True, split=_lines, split_flag=False)
+
+
 def _origin(text: str) -> str:
     if not text:
         raise ValueError(
@@ -222,15 +228,10 @@ SETTINGS: tuple[Setting, ...] = (
         _host_port,
     ),
     Setting("s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)"),
-    Setting(
+    _secrets(
         "secret",
         "URL signing secret, at least 32 bytes, taken byte for byte; repeat the flag for "
         "rotation (all are accepted, the first signs). The variable holds one per line",
-        _secret,
-        multiple=True,
-        secret=True,
-        split=_lines,
-        split_flag=False,
     ),
     Setting(
         "secret_file",
@@ -251,15 +252,10 @@ SETTINGS: tuple[Setting, ...] = (
         "and secrets shorter than 32 bytes",
         flag_only=True,
     ),
-    Setting(
+    _secrets(
         "thumbor_key",
         "thumbor SECURITY_KEY: serve thumbor URLs signed with it, taken byte for byte; repeat "
         "the flag for rotation. The variable holds one per line",
-        _secret,
-        multiple=True,
-        secret=True,
-        split=_lines,
-        split_flag=False,
     ),
     Setting(
         "thumbor_unsafe",
