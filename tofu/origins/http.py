@@ -22,16 +22,21 @@ from yarl import URL
 
 from tofu.errors import NotFound, OriginError, UnsupportedMediaType
 from tofu.origins import Original
-from tofu.origins.policy import Retryable, RetryPolicy, first_byte, read_bounded
+from tofu.origins.policy import (
+    CHUNK,
+    RETRYABLE_STATUS,
+    Retryable,
+    RetryPolicy,
+    first_byte,
+    read_bounded,
+)
 from tofu.origins.sources import Source
 
 if TYPE_CHECKING:
     from tofu.config import Config
 
 _MAX_REDIRECTS = 3
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _REDIRECT_STATUS = {301, 302, 303, 307, 308}
-_CHUNK = 1 << 16
 # Types that may hold an image; anything else (text/html error pages...) is not an original.
 _GENERIC_TYPES = {"application/octet-stream", "binary/octet-stream"}
 
@@ -139,7 +144,7 @@ class HttpOrigin:
         status = response.status
         if status in (404, 410):
             raise NotFound(f"no original at {key!r}")
-        if status in _RETRYABLE_STATUS:
+        if status in RETRYABLE_STATUS:
             raise Retryable(f"{status}")
         if status != 200:
             raise OriginError(f"HTTP origin answered {status}")
@@ -174,5 +179,5 @@ class HttpOrigin:
 
 
 async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    async for chunk in response.content.iter_chunked(_CHUNK):
+    async for chunk in response.content.iter_chunked(CHUNK):
         yield chunk

@@ -19,6 +19,10 @@ from tofu.errors import OriginError, OriginTimeout, Unprocessable
 
 T = TypeVar("T")
 
+# HTTP statuses worth another attempt: timeouts, throttling, server errors.
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+CHUNK = 1 << 16  # bytes per read of a body
+
 _BACKOFF_BASE = 0.05  # seconds; attempt n sleeps up to base * 2**n
 _BACKOFF_CAP = 1.0
 

@@ -23,16 +23,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tofu.errors import NotFound, OriginError
 from tofu.origins import Original
-from tofu.origins.policy import Retryable, RetryPolicy, first_byte, read_bounded
+from tofu.origins.policy import (
+    CHUNK,
+    RETRYABLE_STATUS,
+    Retryable,
+    RetryPolicy,
+    first_byte,
+    read_bounded,
+)
 from tofu.origins.sources import Source
 
 if TYPE_CHECKING:
     from tofu.config import Config
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
-_CHUNK = 1 << 16
 
 
 _OPTIONS = ("endpoint_url", "region")
@@ -146,7 +151,7 @@ class S3Origin:
                 raise OriginError(f"S3 bucket {self._bucket!r} does not exist") from None
             if code in _NOT_FOUND_CODES or status == 404:
                 raise NotFound(f"no original at {key!r}") from None
-            if status in _RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+            if status in RETRYABLE_STATUS or code in _RETRYABLE_CODES:
                 raise Retryable(f"{status} {code}") from None
             raise OriginError(f"S3 refused GetObject: {status} {code}") from None
         except (BotoCoreError, aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
@@ -170,5 +175,5 @@ class S3Origin:
 
 
 async def _chunks(body: Any) -> AsyncIterator[bytes]:
-    while chunk := await body.read(_CHUNK):
+    while chunk := await body.read(CHUNK):
         yield chunk
