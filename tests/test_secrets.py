@@ -48,7 +48,7 @@ def test_environment_holds_one_secret_per_line() -> None:
     assert load({}, {"TOFU_SECRET": f"{LONG_A},{LONG_B}"}).secret == (f"{LONG_A},{LONG_B}",)
 
 
-@pytest.mark.parametrize("secret", ["x", "", "s" * 31])
+@pytest.mark.parametrize("secret", ["x", "s" * 31])  # empty ones: below
 def test_short_secrets_are_refused_at_start(secret: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load({"secret": [LONG_A, secret]})
@@ -130,3 +130,79 @@ def test_served_secret_is_the_flag_value_and_its_words_are_not_keys(
     assert _status(tofu.url + minted) == 200
     for word in ("x", "Very-Long-Random-Part", "with", "spaces"):
         assert _status(f"{tofu.url}/{sign(PATH, word)}{PATH}") == 403
+
+
+# --- thumbor keys: the same rule as secrets (issue 17) --------------------------------------
+
+THUMBOR_LONG = "t" * 32
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"dev": True}, {"thumbor_weak_key": True}, {"secret": [LONG_A]}]
+)
+def test_an_empty_thumbor_key_is_always_refused(extra: dict[str, object]) -> None:
+    # `--thumbor-key "$THUMBOR_SECURITY_KEY"` with the variable unset: anyone could sign.
+    with pytest.raises(ConfigError, match=r"--thumbor-key: key 1 is empty"):
+        load({"thumbor_key": [""], **extra})
+    with pytest.raises(ConfigError, match=r"--thumbor-key: key 2 is empty"):
+        load({"thumbor_key": [THUMBOR_LONG, ""], **extra})
+
+
+def test_an_empty_secret_is_refused_even_in_dev_mode() -> None:
+    with pytest.raises(ConfigError, match=r"--secret: key 1 is empty"):
+        load({"secret": [""], "dev": True})
+
+
+@pytest.mark.parametrize("key", ["q", "s" * 31])
+def test_a_short_thumbor_key_is_refused_like_a_short_secret(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({"thumbor_key": [THUMBOR_LONG, key]})
+    message = str(caught.value)
+    assert message.startswith("--thumbor-key: key 2 is")
+    assert "at least 32 bytes" in message and "--thumbor-weak-key" in message
+    assert key not in message  # never echoed
+    assert load({"thumbor_key": [THUMBOR_LONG]}).thumbor_key == (THUMBOR_LONG,)
+
+
+def test_an_existing_weak_thumbor_key_is_accepted_when_stated() -> None:
+    config = load({"thumbor_key": ["my-old-key"], "thumbor_weak_key": True})
+    assert config.thumbor_key == ("my-old-key",)
+    assert any("--thumbor-weak-key" in w for w in config.start_warnings())
+    with pytest.raises(ConfigError, match="--thumbor-weak-key needs --thumbor-key"):
+        load({"secret": [LONG_A], "thumbor_weak_key": True})
+
+
+def test_weak_thumbor_key_warns_at_every_start(tofu_process) -> None:
+    for _ in range(2):
+        tofu = tofu_process(
+            ["--origin", str(SAMPLES), "--thumbor-key", "old", "--thumbor-weak-key"]
+        )
+        tofu.stop()
+        assert "--thumbor-weak-key" in tofu.log() and "WARNING" in tofu.log().upper()
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [
+        {"secret": (LONG_A,)},
+        {"thumbor_key": (THUMBOR_LONG,)},
+        {"sizes": ("280x194c",)},
+    ],
+)
+async def test_dev_mode_opens_no_grammar_when_keys_or_sizes_are_configured(
+    make_client, configured: dict[str, object]
+) -> None:
+    client = await make_client(origin=(str(SAMPLES),), dev=True, **configured)
+    for path in (
+        "/unsafe/300x200/recipes/1203423/5366e857.jpg",
+        "/recipes/1203423/301x194c/5366e857.jpg",
+    ):
+        async with client.get(path) as response:
+            assert response.status in (400, 403), path  # never served unsigned
+
+
+def test_dev_mode_says_what_it_opens() -> None:
+    opened = load({"dev": True}).start_warnings()
+    assert any("--dev" in w and "unsigned" in w and "/unsafe/" in w for w in opened)
+    closed = load({"dev": True, "secret": [LONG_A]}).start_warnings()
+    assert any("--dev" in w and "opens nothing" in w for w in closed)

@@ -23,7 +23,7 @@ from bench.servers import Running, ensure_thumbor, start_thumbor
 
 from .support.servers import SAMPLES, TofuProcess, start_tofu
 
-KEY = "compat-security-key"
+KEY = "compat-security-key-of-32-bytes!"
 MIN_SSIM = 0.8
 
 

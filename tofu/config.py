@@ -248,8 +248,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dev",
-        "development mode: allow starting with neither secret nor sizes (all URLs open), "
-        "and secrets shorter than 32 bytes",
+        "development mode: with no key and no allowlist configured, every URL of both "
+        "grammars is served unsigned; keys shorter than 32 bytes are accepted",
         flag_only=True,
     ),
     _secrets(
@@ -258,8 +258,15 @@ SETTINGS: tuple[Setting, ...] = (
         "the flag for rotation. The variable holds one per line",
     ),
     Setting(
+        "thumbor_weak_key",
+        "accept --thumbor-key values under 32 bytes: an existing thumbor SECURITY_KEY that "
+        "cannot change without re-signing every URL in its apps (a warning at every start)",
+        flag_only=True,
+    ),
+    Setting(
         "thumbor_unsafe",
-        "serve thumbor's unsigned /unsafe/ URLs (ALLOW_UNSAFE_URL; always on with --dev)",
+        "serve thumbor's unsigned /unsafe/ URLs (ALLOW_UNSAFE_URL; also with --dev when no "
+        "key or allowlist is configured)",
         flag_only=True,
     ),
     Setting(
@@ -415,6 +422,7 @@ class Config:
     sizes: tuple[str, ...] = ()
     dev: bool = False
     thumbor_key: tuple[str, ...] = ()
+    thumbor_weak_key: bool = False
     thumbor_unsafe: bool = False
     workers: int = field(default_factory=default_workers)
     max_renders: int = field(default_factory=default_max_renders)
@@ -454,6 +462,34 @@ class Config:
         return split_host_port(self.ops_listen) if self.ops_listen else None
 
     @property
+    def dev_open(self) -> bool:
+        """Whether ``--dev`` opens the grammars: only where nothing restricts them (no secret,
+        no thumbor key, no allowlist). Otherwise it would quietly undo what is configured."""
+        return self.dev and not (self.secret or self.thumbor_key or self.sizes)
+
+    def start_warnings(self) -> list[str]:
+        """What a server logs as warnings when it starts with this configuration."""
+        warnings = []
+        if self.dev_open:
+            warnings.append(
+                "--dev: serving every size unsigned, tofu URLs and thumbor /unsafe/ URLs alike; "
+                "never expose this server"
+            )
+        elif self.dev:
+            warnings.append(
+                "--dev opens nothing here (a key or an allowlist is configured); it only lets "
+                "keys under 32 bytes through"
+            )
+        if self.thumbor_weak_key and any(
+            len(key.encode(errors="surrogateescape")) < MIN_SECRET_BYTES for key in self.thumbor_key
+        ):
+            warnings.append(
+                "--thumbor-weak-key: a thumbor key under 32 bytes signs URLs; anyone with a "
+                "signed URL can try to guess it. Rotate to a longer key when the apps allow"
+            )
+        return warnings
+
+    @property
     def origin_table(self) -> tuple[Route, ...]:
         """The origins parsed, in order (empty if they are invalid)."""
         try:
@@ -486,7 +522,17 @@ class Config:
             parse_table(self.origin)
         except ValueError as exc:
             problems.append(f"--origin: {exc}")
-        problems.extend(_secret_problems(self.secret, self.dev))
+        problems.extend(_key_problems("--secret", self.secret, allow_short=self.dev))
+        problems.extend(
+            _key_problems(
+                "--thumbor-key",
+                self.thumbor_key,
+                allow_short=self.dev or self.thumbor_weak_key,
+                short_exception="--thumbor-weak-key (an existing thumbor key) or --dev",
+            )
+        )
+        if self.thumbor_weak_key and not self.thumbor_key:
+            problems.append("--thumbor-weak-key needs --thumbor-key")
         opened = self.secret or self.sizes or self.thumbor_key or self.thumbor_unsafe or self.dev
         if not opened:
             problems.append(
@@ -549,7 +595,7 @@ def signing_secrets(
     signing = tuple(_BY_NAME[name] for name in ("secret", "secret_file", "dev"))
     values, errors, _ = _read(signing, flags, environ)
     secrets: tuple[str, ...] = values.get("secret", ())
-    errors.extend(_secret_problems(secrets, values.get("dev", False)))
+    errors.extend(_key_problems("--secret", secrets, allow_short=values.get("dev", False)))
     if not secrets and not errors:
         errors.append("give --secret KEY or --secret-file PATH, or set TOFU_SECRET")
     if errors:
@@ -609,13 +655,19 @@ def _read(
     return values, errors, invalid
 
 
-def _secret_problems(secrets: Iterable[str], dev: bool) -> list[str]:
-    """Secrets that are too short to sign with, by position (never quoting them)."""
-    if dev:
-        return []
-    return [
-        f"--secret: secret {n} is {size} bytes; secrets must be at least {MIN_SECRET_BYTES} bytes "
-        "(e.g. `openssl rand -base64 32`), unless --dev"
-        for n, secret in enumerate(secrets, 1)
-        if (size := len(secret.encode(errors="surrogateescape"))) < MIN_SECRET_BYTES
-    ]
+def _key_problems(
+    flag: str, keys: Iterable[str], *, allow_short: bool, short_exception: str = "--dev"
+) -> list[str]:
+    """Signing keys that must not be used, by position (never quoting them): an empty one
+    always (anyone could sign), one under ``MIN_SECRET_BYTES`` unless ``allow_short``."""
+    problems = []
+    for n, key in enumerate(keys, 1):
+        size = len(key.encode(errors="surrogateescape"))
+        if size == 0:
+            problems.append(f"{flag}: key {n} is empty (an unset variable?); anyone could sign")
+        elif size < MIN_SECRET_BYTES and not allow_short:
+            problems.append(
+                f"{flag}: key {n} is {size} bytes; keys must be at least {MIN_SECRET_BYTES} "
+                f"bytes (e.g. `openssl rand -base64 32`), unless {short_exception}"
+            )
+    return problems

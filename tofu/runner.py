@@ -25,6 +25,8 @@ _RESPAWN_PAUSE = 1.0
 def run(config: Config) -> None:
     """Serve ``config``: in this process with one worker, else as a master of N workers."""
     logs.configure(config.log_level, config.log_format)
+    for warning in config.start_warnings():
+        log.warning("%s", warning)
     _clear_operator_metrics_dir()
     if config.workers == 1:
         _worker_main(config)

@@ -52,13 +52,13 @@ class Frontends:
 
 def build_frontends(config: Config) -> Frontends:
     """The front ends ``config`` enables: thumbor's (with ``--thumbor-key``, ``--thumbor-unsafe``
-    or ``--dev``) before tofu's own."""
+    or an open ``--dev``) before tofu's own."""
     frontends: list[Frontend] = []
-    if config.thumbor_key or config.thumbor_unsafe or config.dev:
+    if config.thumbor_key or config.thumbor_unsafe or config.dev_open:
         frontends.append(
             ThumborFrontend(
                 config.thumbor_key,
-                allow_unsafe=config.thumbor_unsafe or config.dev,
+                allow_unsafe=config.thumbor_unsafe or config.dev_open,
                 max_side=config.max_output_side,
             )
         )

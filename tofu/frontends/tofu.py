@@ -9,7 +9,7 @@ from tofu.urls import ParsedPath, parse_path
 
 class TofuFrontend:
     def __init__(self, config: Config) -> None:
-        self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev)
+        self._guard = Guard(config.secret, config.allowed_sizes, open=config.dev_open)
         self._max_side = config.max_output_side
 
     def claims(self, raw_path: str) -> bool:
