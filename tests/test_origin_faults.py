@@ -2,7 +2,8 @@
 
 Unit level: ``S3Origin`` against ``FakeS3``, which counts the requests it receives. End to end:
 ``tofu serve`` against the same fake (and against a closed port), checking statuses, that a
-stalled fetch does not hold up other requests, the error metrics and the readiness probe.
+stalled fetch does not hold up other requests, the error metrics, and that readiness ignores
+the origin.
 Times are measured only to bound them by the configured deadline plus a margin.
 """
 
@@ -280,22 +281,17 @@ async def test_silent_origin_is_504_and_others_are_still_served(
     assert counts_delta(before, origin_error_counts(tofu_fake.url)) == {"timeout": 2}
 
 
-def test_readiness_follows_the_origin(fake: FakeS3, tofu_fake: TofuProcess) -> None:
+def test_readiness_ignores_the_origin(fake: FakeS3, tofu_fake: TofuProcess) -> None:
+    """An origin outage must not take the node out of the balancer (issue 16)."""
     assert get(tofu_fake.url + "/readyz")[0] == 200
     fake.down()
     try:
-        deadline = time.monotonic() + 5.0 + MARGIN  # rechecked at most every 5 s
-        while (status := get(tofu_fake.url + "/readyz"))[0] == 200:
-            assert time.monotonic() < deadline, "still ready with the origin down"
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert get(tofu_fake.url + "/readyz")[0] == 200
             time.sleep(0.2)
-        assert status[0] == 503
-        assert b"origin unreachable" in status[1]
     finally:
         fake.up()
-    deadline = time.monotonic() + 5.0 + MARGIN
-    while get(tofu_fake.url + "/readyz")[0] != 200:
-        assert time.monotonic() < deadline, "not ready again with the origin back"
-        time.sleep(0.2)
 
 
 def test_unreachable_origin_is_502_quickly(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -306,7 +302,7 @@ def test_unreachable_origin_is_502_quickly(tmp_path_factory: pytest.TempPathFact
         env=s3_env(),
     )
     try:
-        assert get(tofu.url + "/readyz")[0] == 503
+        assert get(tofu.url + "/readyz")[0] == 200  # the node itself is fine
         before = origin_error_counts(tofu.url)
         started = time.monotonic()
         status, body = get(tofu.url + image_path("p/any.jpg"))

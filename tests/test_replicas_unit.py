@@ -1,5 +1,5 @@
 """``Replicas`` in process, over scripted sources: the breaker's cooldown and probe, failover
-of a silent primary within the deadline, readiness while one source answers. Counts only."""
+of a silent primary within the deadline, the probe of each source. Counts only."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from tofu.errors import NotFound, OriginError
+from tofu.health import OriginProbe
 from tofu.metrics import Metrics
 from tofu.origins import Original
 from tofu.origins import replicas as replicas_module
@@ -99,16 +100,21 @@ async def test_primary_404_is_final_even_when_hedged() -> None:
     assert replica.fetches == 0
 
 
-async def test_ready_while_one_source_answers() -> None:
+async def test_the_probe_reports_each_source_apart() -> None:
     primary, replica = Scripted(), Scripted()
-    origin = replicas(primary, replica)
     primary.healthy = False
-    await origin.check()
-    replica.healthy = False
-    with pytest.raises(OSError):
-        await origin.check()
-    await origin.fetch("k")  # a fetch answered just now vouches for the origin
-    await origin.check()
+    metrics = Metrics()
+    probe = OriginProbe(replicas(primary, replica), metrics)
+    assert [s.up for s in probe.states] == [None, None]  # not probed yet
+    states = await probe.fresh_states()
+    assert [(s.origin, s.source, s.up) for s in states] == [("r/", "s0", False), ("r/", "s1", True)]
+    assert "down" in states[0].detail
+    up = {
+        tuple(sample.labels.values()): sample.value
+        for family in metrics.origin_up.collect()
+        for sample in family.samples
+    }
+    assert up == {("r/", "s0"): 0.0, ("r/", "s1"): 1.0}
 
 
 async def test_a_slow_body_is_not_hedged_silent_headers_are() -> None:

@@ -157,6 +157,14 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        # Probed by one worker (the first), every few seconds and on /status (tofu.health).
+        self.origin_up = Gauge(
+            "tofu_origin_up",
+            "whether a source of an origin answered its last probe (1) or not (0)",
+            ["origin", "source"],
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
         # "liveall": one series per live worker, labelled by pid; sum them for the node.
         self.worker_memory = Gauge(
             "tofu_worker_resident_memory_bytes",

@@ -6,7 +6,6 @@ request -> parse URL (``urls``) -> verify (``signing``) -> cache/origin/render (
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from tofu.cache import SizedMemo
 from tofu.config import Config
 from tofu.errors import Overloaded, TofuError, UriTooLong
 from tofu.frontends import build_frontends
+from tofu.health import OriginProbe, Readiness, status_text
 from tofu.hints import ACCEPT_CH, ClientHints
 from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
@@ -31,7 +31,6 @@ from tofu.urls import ParsedPath
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
 _ERROR_CACHE_CONTROL = {404: "public, max-age=60"}
 _CLIENT_ERROR_CACHE_CONTROL = "public, max-age=300"
-_ORIGIN_RECHECK_SECONDS = 5.0
 _VERIFIED_PATHS = 10_000
 _VERIFIED_BYTES = 8 << 20
 _VERIFIED_ENTRY_OVERHEAD = 400  # ParsedPath, Transform, Size and the dict slot, roughly
@@ -51,45 +50,21 @@ class RequestLog:
 REQUEST_LOG = web.RequestKey("tofu_log", RequestLog)
 
 
-class Health:
-    """Liveness is the process answering; readiness also needs a reachable origin and a node
-    that is not draining. The origin is checked at most every few seconds."""
-
-    def __init__(self, origin: Origin) -> None:
-        self._origin = origin
-        self.draining = False
-        self._checked_at = -_ORIGIN_RECHECK_SECONDS
-        self._origin_error: str | None = None
-
-    async def ready(self) -> str | None:
-        """None when ready, else the reason why not."""
-        if self.draining:
-            return "draining"
-        now = time.monotonic()
-        if now - self._checked_at >= _ORIGIN_RECHECK_SECONDS:
-            self._checked_at = now
-            try:
-                async with asyncio.timeout(2.0):
-                    await self._origin.check()
-                self._origin_error = None
-            except Exception as exc:  # any failure means "not ready", with its name
-                self._origin_error = f"origin unreachable: {type(exc).__name__}"
-        return self._origin_error
-
-
 class Handlers:
     def __init__(
         self,
         config: Config,
         service: ImageService,
         metrics: Metrics,
-        health: Health,
+        readiness: Readiness,
+        probe: OriginProbe,
         peers: Peers | None,
     ) -> None:
         self._service = service
         self._peers = peers
         self._metrics = metrics
-        self._health = health
+        self._readiness = readiness
+        self._probe = probe
         self._frontends = build_frontends(config)
         self._negotiator = Negotiator(config.negotiate)
         self._hints = ClientHints(
@@ -179,12 +154,19 @@ class Handlers:
         return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
 
     async def readyz(self, request: web.BaseRequest) -> web.Response:
-        problem = await self._health.ready()
+        problem = self._readiness.problem()
         if problem:
             return web.Response(
                 status=503, text=problem + "\n", headers={"Cache-Control": "no-store"}
             )
         return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
+
+    async def status(self, request: web.BaseRequest) -> web.Response:
+        """For operators, on the ops port only: readiness and every origin source's state."""
+        states = await self._probe.fresh_states()
+        return web.Response(
+            text=status_text(self._readiness, states), headers={"Cache-Control": "no-store"}
+        )
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         return web.Response(
@@ -256,16 +238,20 @@ class App:
         self.metrics = Metrics()
         origin = origin or open_origin(config, self.metrics)
         self.service = ImageService(config, origin, self.metrics, render_memory)
-        self.health = Health(origin)
+        self.readiness = Readiness(self.service.stalled)
+        self.origin_probe = OriginProbe(origin, self.metrics)
         self.peers = peers
-        handlers = Handlers(config, self.service, self.metrics, self.health, peers)
+        handlers = Handlers(
+            config, self.service, self.metrics, self.readiness, self.origin_probe, peers
+        )
         self.handlers = handlers
-        self._ops = {
+        self._fixed = {
             "/healthz": handlers.healthz,
             "/readyz": handlers.readyz,
             "/metrics": handlers.metrics,
         }
-        self._fixed = dict(self._ops)
+        # /status names internal endpoints: only on the ops address, never the public port.
+        self._ops = {**self._fixed, "/status": handlers.status}
         if config.ops_address is not None:
             self._fixed["/metrics"] = _not_found  # served on the ops address only
         self._image = handlers.image
@@ -279,7 +265,7 @@ class App:
             )
         path = request.raw_path.partition("?")[0]
         response = await self._fixed.get(path, self._image)(request)
-        if self.health.draining:
+        if self.readiness.draining:
             # End each keep-alive connection after its response: balancers then connect anew
             # (refused once the node stops) instead of reusing an idle connection that the
             # shutdown closes under a request already sent on it.

@@ -92,6 +92,8 @@ class ImageService:
         self._memory = render_memory or RenderMemory(config.render_memory)
         self._max_in_progress = config.max_renders + config.max_queue
         self._in_progress = 0
+        self._threads = config.max_renders
+        self._rendering_since: dict[Cancellation, float] = {}  # monotonic start per render
 
         self._results: BytesLRU[tuple[Transform, Negotiated | None], Entry] = BytesLRU(
             config.cache_size,
@@ -265,6 +267,7 @@ class ImageService:
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._pool, execute, data, plan, self._settings, cancellation)
         self._metrics.renders_in_flight.inc()
+        self._rendering_since[cancellation] = time.monotonic()
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -273,7 +276,16 @@ class ImageService:
                 await work
             raise
         finally:
+            del self._rendering_since[cancellation]
             self._metrics.renders_in_flight.dec()
+
+    def stalled(self) -> bool:
+        """Whether every render thread has been held for over twice the request deadline: the
+        deadline kills a render within it, so such renders ignored the kill (readiness)."""
+        if len(self._rendering_since) < self._threads:
+            return False
+        limit = time.monotonic() - 2 * self._timeout
+        return all(started < limit for started in self._rendering_since.values())
 
     def _store(self, key: tuple[Transform, Negotiated | None], entry: Entry) -> None:
         self._results.put(key, entry)

@@ -53,7 +53,9 @@ async def _serve(
     runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
     app.metrics.sample_process()  # before the port opens: every live worker has a sample
-    sampler = asyncio.create_task(_sample_process_forever(app.metrics))
+    background = [asyncio.create_task(_sample_process_forever(app.metrics))]
+    if index == 0:  # one worker probes the origins for the node (tofu_origin_up, /status)
+        background.append(asyncio.create_task(app.origin_probe.run()))
     # Sibling workers reach this one on its own Unix socket, with their own protocol and
     # handler (tofu.peers): the public handler knows nothing of peers. Not access-logged: the
     # client's request is, by the worker that received it.
@@ -91,12 +93,13 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
 
-    app.health.draining = True
+    app.readiness.draining = True
     log.info("draining for %gs before closing", config.drain_seconds)
     await asyncio.sleep(config.drain_seconds)
     for each in runners:
         await each.cleanup()
-    sampler.cancel()
+    for task in background:
+        task.cancel()
     await app.close()
     memory.close()
     sink.flush()

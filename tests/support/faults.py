@@ -158,18 +158,19 @@ class FaultProxy(_Threaded):
 
 class FileServer(_Threaded):
     """Serves ``root``'s files at their paths, naively (``..`` is not resolved away): what a
-    careless origin server does. ``paths`` records every path asked for, decoded; ``special``
-    maps a path to a handler of its own."""
+    careless origin server does. ``paths`` records every path a GET asked for, decoded (HEADs,
+    the origin probe's, go to ``heads``); ``special`` maps a path to a handler of its own."""
 
     def __init__(self, root: Path) -> None:
         super().__init__()
         self.root = root
         self.paths: list[str] = []
+        self.heads: list[str] = []
         self.special: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = unquote(request.raw_path.partition("?")[0])
-        self.paths.append(path)
+        (self.heads if request.method == "HEAD" else self.paths).append(path)
         if path in self.special:
             return await self.special[path](request)
         data = _read(str(self.root) + path)  # deliberately no normalisation

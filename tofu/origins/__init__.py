@@ -6,7 +6,7 @@ other ``Origin``s, so the service and the health check see one origin."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tofu.config import Config
@@ -31,11 +31,17 @@ class Origin(Protocol):
         something else than an image)."""
         ...
 
-    async def check(self) -> None:
-        """Raise if the origin is unreachable (used by the readiness probe)."""
-        ...
-
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SourceOrigin(Origin, Protocol):
+    """One source, as a backend opens it (a directory, a bucket, an HTTP base)."""
+
+    async def check(self) -> None:
+        """Raise if the source is unreachable. Probed for operators (``tofu.health``: the
+        ``tofu_origin_up`` gauge and ``/status``), never for readiness."""
+        ...
 
 
 def open_origin(config: Config, metrics: Metrics) -> Origin:

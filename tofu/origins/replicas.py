@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 
 from tofu.errors import NotFound, OriginError, OriginTimeout, TofuError
 from tofu.metrics import Metrics
-from tofu.origins import Origin, Original
+from tofu.origins import Original, SourceOrigin
 from tofu.origins.policy import FirstByte
 
 _TRIP_AFTER = 5  # failures in a row that open a source's breaker
 _COOLDOWN = 5.0  # seconds an open source is skipped before it is tried again
-_FRESH = 5.0  # seconds a successful fetch vouches for a source's health (no check call)
 _LATENCY_WINDOW = 200  # recent GET latencies the adaptive hedge delay is the p95 of
 _MIN_SAMPLES = 20  # no adaptive hedging before this many
 _MIN_HEDGE_DELAY = 0.005
@@ -47,18 +46,16 @@ class Hedging:
 @dataclass(slots=True)
 class _Source:
     label: str
-    origin: Origin
+    origin: SourceOrigin
     failures: int = 0  # in a row
     opened_at: float | None = None  # breaker open since (monotonic)
-    answered_at: float = float("-inf")  # last fetch it answered (success or 404)
 
     def available(self, now: float) -> bool:
         return self.opened_at is None or now - self.opened_at >= _COOLDOWN
 
-    def succeeded(self, now: float) -> None:
+    def succeeded(self) -> None:
         self.failures = 0
         self.opened_at = None
-        self.answered_at = now
 
     def failed(self, now: float) -> None:
         self.failures += 1
@@ -88,7 +85,7 @@ class Replicas:
     def __init__(
         self,
         name: str,
-        sources: Sequence[tuple[str, Origin]],
+        sources: Sequence[tuple[str, SourceOrigin]],
         *,
         deadline: float,
         hedging: Hedging,
@@ -108,6 +105,15 @@ class Replicas:
         self._hedges = metrics.origin_hedges
         for outcome in ("won", "lost", "failed", "over_budget"):
             self._hedges.labels(name, outcome)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def sources(self) -> list[tuple[str, SourceOrigin]]:
+        """Each source's label and backend, in order (for the origin probe, ``tofu.health``)."""
+        return [(source.label, source.origin) for source in self._sources]
 
     async def fetch(self, key: str) -> Original:
         started = time.perf_counter()
@@ -159,12 +165,12 @@ class Replicas:
         try:
             original = await source.origin.fetch(key)
         except NotFound:
-            source.succeeded(time.monotonic())  # it answered
+            source.succeeded()  # it answered
             raise
         except (OriginError, OriginTimeout):
             source.failed(time.monotonic())
             raise
-        source.succeeded(time.monotonic())
+        source.succeeded()
         self._latencies.add((mark.at or time.perf_counter()) - started)
         return original
 
@@ -225,28 +231,6 @@ class Replicas:
                     task.cancel()
                 elif not task.cancelled():
                     task.exception()  # retrieved: a loser's failure is not "never retrieved"
-
-    async def check(self) -> None:
-        """Ready while one source answers: one that answered a fetch in the last few seconds
-        needs no check call; else all are checked at once and the first to answer will do
-        (a silent primary must not use up the probe's time before the replica is asked)."""
-        now = time.monotonic()
-        if any(now - s.answered_at < _FRESH for s in self._sources):
-            return
-        pending = {asyncio.ensure_future(s.origin.check()) for s in self._sources}
-        failure: BaseException | None = None
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is None:
-                        return
-                    failure = failure or task.exception()
-        finally:
-            for task in pending:
-                task.cancel()
-        assert failure is not None
-        raise failure
 
     async def close(self) -> None:
         for source in self._sources:

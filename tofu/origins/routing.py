@@ -7,7 +7,6 @@ adds its own location, so ``recipes/=s3://photos/originals`` reads ``recipes/1/x
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from tofu.errors import NotFound
@@ -19,6 +18,10 @@ class RoutedOrigin:
         # Longest prefix first, so the first match is the longest.
         self._routes = sorted(routes, key=lambda route: len(route[0]), reverse=True)
 
+    @property
+    def origins(self) -> list[Origin]:
+        return [origin for _, origin in self._routes]
+
     def route(self, key: str) -> tuple[Origin, str]:
         """The origin serving ``key`` and the key within it."""
         for prefix, origin in self._routes:
@@ -29,10 +32,6 @@ class RoutedOrigin:
     async def fetch(self, key: str) -> Original:
         origin, rest = self.route(key)
         return await origin.fetch(rest)
-
-    async def check(self) -> None:
-        """Ready when every origin is (each when one of its sources answers)."""
-        await asyncio.gather(*(origin.check() for _, origin in self._routes))
 
     async def close(self) -> None:
         for _, origin in self._routes:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from tofu.config import Config
-    from tofu.origins import Origin
+    from tofu.origins import SourceOrigin
 
 # backend module by URL scheme ("" is a directory); imported when a source needs it
 SCHEMES = {
@@ -73,7 +73,7 @@ class Backend(Protocol):
         """The source ``text`` names; ``ValueError`` with the reason if it is not one."""
         ...
 
-    def open_source(self, source: Source, config: Config) -> Origin: ...
+    def open_source(self, source: Source, config: Config) -> SourceOrigin: ...
 
 
 def backend(scheme: str) -> Backend:
