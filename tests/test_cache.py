@@ -339,3 +339,33 @@ async def test_error_responses_cache_briefly_or_not_at_all(make_client, origin_d
     assert bad.status == 400
     assert bad.headers["Content-Type"].startswith("text/plain")
     assert "immutable" not in bad.headers["Cache-Control"]
+
+
+async def test_a_coalesced_render_runs_until_its_latest_waiters_deadline(origin_dir: Path) -> None:
+    """A sibling's request nearly out of time (``seconds_left``) starts a render; a client
+    request joins it. The first gets its 504 at its own deadline, the render goes on for the
+    second (issue 17: the first caller's deadline used to kill it for everyone)."""
+    from tofu.config import Config
+    from tofu.errors import OriginTimeout
+    from tofu.metrics import Metrics
+    from tofu.service import ImageService
+    from tofu.urls import parse_path
+
+    origin = CountingOrigin(origin_dir, delay=0.5)
+    service = ImageService(
+        Config(origin=(str(origin_dir),), dev=True, request_timeout=10.0), origin, Metrics()
+    )
+    transform = parse_path(
+        "/recipes/1203423/280x194c/5366e857.jpg", max_side=4096, expect_signature=False
+    ).transform
+    try:
+        hurried = asyncio.create_task(service.produce(transform, None, seconds_left=0.2))
+        await asyncio.sleep(0.05)
+        patient = asyncio.create_task(service.produce(transform, None))
+        with pytest.raises(OriginTimeout):
+            await hurried
+        entry, result = await patient
+        assert result == "coalesced" and entry.body
+        assert origin.fetches == [PHOTO_KEY]  # one fetch, one render, for both
+    finally:
+        await service.close()

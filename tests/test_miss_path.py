@@ -17,7 +17,7 @@ from tofu.config import Config
 from tofu.errors import RenderTimeout, Unprocessable
 from tofu.render import Cancellation, RenderSettings, prepare, render
 from tofu.render.jpeg import decode_scale
-from tofu.render_memory import RenderMemory, clear_worker, create_shared_file
+from tofu.render_budget import RenderBudget, clear_worker, create_shared_file
 from tofu.urls import parse_size
 
 PHOTO = SAMPLES / "recipes" / "1203423" / "5366e857.jpg"
@@ -119,45 +119,71 @@ async def test_a_render_past_its_deadline_gives_back_its_slot_only_when_stopped(
 
 
 async def test_render_memory_budget_is_shared_by_the_workers_of_a_node(tmp_path: Path) -> None:
-    path = str(tmp_path / "render-memory")
+    path = str(tmp_path / "render-budget")
     create_shared_file(path, 2)
-    one, two = RenderMemory(100, path, 0), RenderMemory(100, path, 1)
+    one, two = RenderBudget(8, 100, path, 0), RenderBudget(8, 100, path, 1)
     try:
         async with one.hold(70):
             waiting = asyncio.create_task(_hold_briefly(two, 40))
             await asyncio.sleep(0.1)
             assert not waiting.done()  # 70 + 40 > 100: waits for the other worker
-            assert two.node_bytes == 70
+            assert two.node_totals == (1, 70)
         await asyncio.wait_for(waiting, 5)
         async with one.hold(500):  # larger than the budget: runs, alone
-            assert one.node_bytes == 500
+            assert one.node_totals == (1, 500)
             blocked = asyncio.create_task(_hold_briefly(two, 1))
             await asyncio.sleep(0.1)
             assert not blocked.done()
         await asyncio.wait_for(blocked, 5)
-        assert one.node_bytes == 0
+        assert one.node_totals == (0, 0)
     finally:
         one.close()
         two.close()
 
 
-async def test_a_dead_workers_render_memory_is_cleared_by_the_master(tmp_path: Path) -> None:
-    path = str(tmp_path / "render-memory")
+async def test_render_slots_are_shared_by_the_workers_of_a_node(tmp_path: Path) -> None:
+    """--max-renders is per node: two workers do not run twice as many renders as cores."""
+    path = str(tmp_path / "render-budget")
     create_shared_file(path, 2)
-    dead, alive = RenderMemory(100, path, 0), RenderMemory(100, path, 1)
+    one, two = RenderBudget(2, 1000, path, 0), RenderBudget(2, 1000, path, 1)
     try:
-        await dead._acquire(90)  # held when its process died
-        assert alive.node_bytes == 90
+        async with one.hold(1), one.hold(1):
+            waiting = asyncio.create_task(_hold_briefly(two, 1))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # both slots of the node are taken by the other worker
+        await asyncio.wait_for(waiting, 5)
+    finally:
+        one.close()
+        two.close()
+
+
+async def test_a_render_waiting_for_memory_holds_no_slot() -> None:
+    budget = RenderBudget(2, 100)
+    async with budget.hold(90):
+        waiting = asyncio.create_task(_hold_briefly(budget, 50))  # no room: waits
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert budget.node_totals == (1, 90)  # the waiting render took no slot
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_dead_workers_budget_is_cleared_by_the_master(tmp_path: Path) -> None:
+    path = str(tmp_path / "render-budget")
+    create_shared_file(path, 2)
+    dead, alive = RenderBudget(1, 100, path, 0), RenderBudget(1, 100, path, 1)
+    try:
+        await dead.acquire(90)  # held when its process died
+        assert alive.node_totals == (1, 90)
         clear_worker(path, 0)
         async with alive.hold(90):
-            assert alive.node_bytes == 90
+            assert alive.node_totals == (1, 90)
     finally:
         dead.close()
         alive.close()
 
 
-async def _hold_briefly(memory: RenderMemory, cost: int) -> None:
-    async with memory.hold(cost):
+async def _hold_briefly(budget: RenderBudget, cost: int) -> None:
+    async with budget.hold(cost):
         await asyncio.sleep(0)
 
 

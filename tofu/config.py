@@ -276,8 +276,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_renders",
-        "renders at once per worker, one thread each; more wait in the queue (default: the "
-        "number of cores + 1, so that any worker can keep every core busy while others idle)",
+        "renders at once on the node, all workers together, one thread each; more wait in the "
+        "queue (default: the number of cores + 1: a render's fetch and planning leave a core "
+        "idle otherwise)",
         _positive(int),
     ),
     Setting(

@@ -65,9 +65,6 @@ class Metrics:
         self.origin_fetches = Counter(
             "tofu_origin_fetches", "originals fetched from the origin", registry=r
         )
-        self.origin_errors = Counter(
-            "tofu_origin_errors", "failed origin fetches by kind", ["kind"], registry=r
-        )
         self.origin_seconds = Histogram(
             "tofu_origin_fetch_seconds",
             "time to fetch an original, by origin (failover and hedging included)",

@@ -27,7 +27,6 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
-from email.utils import formatdate
 from typing import Any
 
 import aiohttp
@@ -251,16 +250,13 @@ class Peers:
             raise error_for_status(response.status, body.decode(errors="replace").strip())
         modified = response.headers.get(MODIFIED_HEADER)
         last_modified = float(modified) if modified else None
-        return Entry(
-            body=body,
-            media_type=response.headers["Content-Type"],
+        return Entry.create(
+            body,
+            response.headers["Content-Type"],
+            response.headers[VERSION_HEADER],
+            last_modified,
+            {"peer": time.perf_counter() - started},
             etag=response.headers["ETag"],
-            version=response.headers[VERSION_HEADER],
-            last_modified=last_modified,
-            last_modified_http=(
-                formatdate(last_modified, usegmt=True) if last_modified is not None else None
-            ),
-            phases={"peer": time.perf_counter() - started},
         )
 
     async def close(self) -> None:

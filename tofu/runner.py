@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from tofu import logs, render_memory
+from tofu import logs, render_budget
 from tofu.config import Config
 
 log = logging.getLogger("tofu")
@@ -37,12 +37,12 @@ def run(config: Config) -> None:
     ):
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         sockets = [os.path.join(peers_dir, f"worker-{i}.sock") for i in range(config.workers)]
-        memory_path = os.path.join(peers_dir, "render-memory")
-        render_memory.create_shared_file(memory_path, config.workers)
-        _supervise(config, sockets, memory_path)
+        budget_path = os.path.join(peers_dir, "render-budget")
+        render_budget.create_shared_file(budget_path, config.workers)
+        _supervise(config, sockets, budget_path)
 
 
-def _supervise(config: Config, sockets: list[str], memory_path: str) -> None:
+def _supervise(config: Config, sockets: list[str], budget_path: str) -> None:
     """Start the workers, restart any that dies (under the same index, so on the same peer
     socket), and pass SIGTERM/SIGINT on to them."""
     context = multiprocessing.get_context("fork")
@@ -50,7 +50,7 @@ def _supervise(config: Config, sockets: list[str], memory_path: str) -> None:
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(
-            target=_worker_main, args=(config, index, sockets, memory_path), daemon=False
+            target=_worker_main, args=(config, index, sockets, budget_path), daemon=False
         )
         process.start()
         return process
@@ -75,7 +75,7 @@ def _supervise(config: Config, sockets: list[str], memory_path: str) -> None:
                 if not process.is_alive():
                     log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                     _mark_dead(process)
-                    render_memory.clear_worker(memory_path, i)
+                    render_budget.clear_worker(budget_path, i)
                     time.sleep(_RESPAWN_PAUSE)
                     workers[i] = start(i)
         time.sleep(0.2)
@@ -105,11 +105,11 @@ def _mark_dead(process: multiprocessing.process.BaseProcess) -> None:
 
 
 def _worker_main(
-    config: Config, index: int = 0, sockets: Sequence[str] = (), memory_path: str | None = None
+    config: Config, index: int = 0, sockets: Sequence[str] = (), budget_path: str | None = None
 ) -> None:
     # Imported here, in the worker, so that the master never loads libvips or aiohttp.
     from tofu.worker import run_worker
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the master's handlers are not ours
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    run_worker(config, index, sockets, memory_path)
+    run_worker(config, index, sockets, budget_path)

@@ -24,7 +24,7 @@ from tofu.metrics import Metrics
 from tofu.negotiate import Negotiator
 from tofu.origins import Origin, open_origin
 from tofu.peers import Peers
-from tofu.render_memory import RenderMemory
+from tofu.render_budget import RenderBudget
 from tofu.service import Entry, ImageService
 from tofu.urls import ParsedPath
 
@@ -233,11 +233,11 @@ class App:
         config: Config,
         origin: Origin | None = None,
         peers: Peers | None = None,
-        render_memory: RenderMemory | None = None,
+        budget: RenderBudget | None = None,
     ) -> None:
         self.metrics = Metrics()
         origin = origin or open_origin(config, self.metrics)
-        self.service = ImageService(config, origin, self.metrics, render_memory)
+        self.service = ImageService(config, origin, self.metrics, budget)
         self.readiness = Readiness(self.service.stalled)
         self.origin_probe = OriginProbe(origin, self.metrics)
         self.peers = peers
@@ -287,10 +287,10 @@ def create_app(
     config: Config,
     origin: Origin | None = None,
     peers: Peers | None = None,
-    render_memory: RenderMemory | None = None,
+    budget: RenderBudget | None = None,
 ) -> App:
     """The application for ``config``; ``origin`` overrides the configured one, ``peers``
-    routes misses to sibling workers, ``render_memory`` is the node's shared budget (default:
+    routes misses to sibling workers, ``budget`` is the node's shared render budget (default:
     this process's own). Serve it with ``web.Server(app.handle, ...)``; ``await app.close()``
     when done."""
-    return App(config, origin, peers, render_memory)
+    return App(config, origin, peers, budget)

@@ -22,7 +22,7 @@ from tofu.config import Config
 from tofu.metrics import Metrics
 from tofu.peers import PeerHandler, Peers
 from tofu.render import configure_libvips, configure_malloc
-from tofu.render_memory import RenderMemory
+from tofu.render_budget import RenderBudget
 from tofu.server import create_app
 
 log = logging.getLogger("tofu")
@@ -38,11 +38,11 @@ async def _sample_process_forever(app_metrics: Metrics) -> None:
 
 
 async def _serve(
-    config: Config, index: int, peer_sockets: Sequence[str], memory_path: str | None
+    config: Config, index: int, peer_sockets: Sequence[str], budget_path: str | None
 ) -> None:
     peers = Peers(index, peer_sockets) if len(peer_sockets) > 1 else None
-    memory = RenderMemory(config.render_memory, memory_path, index)
-    app = create_app(config, peers=peers, render_memory=memory)
+    budget = RenderBudget(config.max_renders, config.render_memory, budget_path, index)
+    app = create_app(config, peers=peers, budget=budget)
     sink = access_log.AccessLogSink(sys.stdout)
     server = protocol.Server(
         app.handle,
@@ -101,7 +101,7 @@ async def _serve(
     for task in background:
         task.cancel()
     await app.close()
-    memory.close()
+    budget.close()
     sink.flush()
     log.info("stopped")
 
@@ -110,11 +110,11 @@ def run_worker(
     config: Config,
     index: int = 0,
     peer_sockets: Sequence[str] = (),
-    memory_path: str | None = None,
+    budget_path: str | None = None,
 ) -> None:
     """Server process ``index`` of ``len(peer_sockets)`` (one: no routing between workers),
-    sharing the node's render memory budget through ``memory_path`` (None: a single process)."""
+    sharing the node's render memory budget through ``budget_path`` (None: a single process)."""
     logs.configure(config.log_level, config.log_format)
     configure_malloc()
     configure_libvips(config.vips_concurrency)
-    uvloop.run(_serve(config, index, peer_sockets, memory_path))
+    uvloop.run(_serve(config, index, peer_sockets, budget_path))

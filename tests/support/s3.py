@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import socket
 import struct
@@ -34,6 +33,7 @@ import botocore.session
 import pytest
 from botocore.config import Config as BotoConfig
 
+from tests.support.metrics import samples
 from tests.support.servers import SAMPLES, stop_process
 
 ACCESS_KEY = "tofu-test-access"
@@ -313,11 +313,14 @@ def s3_bucket(s3_put: Callable[..., str]) -> str:
 
 
 def origin_error_counts(tofu_url: str) -> dict[str, float]:
-    """``tofu_origin_errors_total`` by kind, from a tofu server's /metrics."""
+    """``tofu_origin_fetch_errors_total`` by kind (all origins), from a tofu server's /metrics."""
     with urllib.request.urlopen(tofu_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    pattern = r'^tofu_origin_errors_total\{kind="(\w+)"\} (\S+)$'
-    return {kind: float(value) for kind, value in re.findall(pattern, text, re.M)}
+    counts: dict[str, float] = {}
+    for name, labels, value in samples(text):
+        if name == "tofu_origin_fetch_errors_total":
+            counts[labels["kind"]] = counts.get(labels["kind"], 0.0) + value
+    return counts
 
 
 def counts_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
