@@ -8,8 +8,8 @@ that never reach a handler.
   path.
 - Every answer says ``HTTP/1.1`` (RFC 9110 section 6.2: the highest version tofu conforms to;
   aiohttp repeats the request's, "HTTP/0.9 200 OK"). HTTP/1.0 clients are served as such
-  (keep-alive as they asked; tofu's responses all have a length, so none is chunked); other
-  versions (0.9, a request line without one, 2.0 in text) get a one-line 505.
+  (keep-alive as they asked, and said so; tofu's responses all have a length, so none is
+  chunked); other versions (0.9, a request line without one, 2.0 in text) get a one-line 505.
 - A connection that has not sent a complete request within ``idle_timeout`` seconds of opening
   or of its previous response (idle, or trickling its headers) is closed: aiohttp's keep-alive
   timer, which runs until a request's headers are complete.
@@ -32,9 +32,8 @@ from tofu.server import REQUEST_LOG, RequestLog
 
 # Room for the method, query string and version around the longest allowed path.
 _REQUEST_LINE_SLACK = 4096
-_SPOKEN = (HttpVersion10, HttpVersion11)
-# The version a request came with, when it is not one tofu speaks (the request says 1.1).
-_UNSPOKEN_VERSION = web.RequestKey("tofu_unspoken_version", HttpVersion)
+# The version a request came with when it was not HTTP/1.1 (the request now says 1.1).
+_CLIENT_VERSION = web.RequestKey("tofu_client_version", HttpVersion)
 _UNSPOKEN_REASON = "HTTP version not supported: tofu speaks HTTP/1.1 and HTTP/1.0"
 
 
@@ -112,16 +111,24 @@ class Server(web.Server):
             # the parser from the client's own version (message.should_close).
             message = message._replace(version=HttpVersion11)
         request = web.BaseRequest(message, payload, protocol, writer, task, self._loop)
-        if version not in _SPOKEN:
-            request[_UNSPOKEN_VERSION] = version
+        if version != HttpVersion11:
+            request[_CLIENT_VERSION] = version
         return request
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if _UNSPOKEN_VERSION in request:
+        version = request.get(_CLIENT_VERSION)
+        if version is None:  # HTTP/1.1
+            return await self._handler(request)
+        if version != HttpVersion10:
             request[REQUEST_LOG] = RequestLog(error=_UNSPOKEN_REASON)
-            response = web.Response(
+            refusal = web.Response(
                 status=505, text=_UNSPOKEN_REASON + "\n", headers={"Cache-Control": "no-store"}
             )
-            response.force_close()
-            return response
-        return await self._handler(request)
+            refusal.force_close()
+            return refusal
+        response = await self._handler(request)
+        # A 1.0 client keeps the connection only when the answer says so (aiohttp says it to
+        # requests that are 1.0, which this one no longer is).
+        if request.keep_alive and response.keep_alive is not False:
+            response.headers.setdefault("Connection", "keep-alive")
+        return response
