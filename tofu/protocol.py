@@ -32,7 +32,7 @@ from tofu.server import REQUEST_LOG, RequestLog
 
 # Room for the method, query string and version around the longest allowed path.
 _REQUEST_LINE_SLACK = 4096
-# The version a request came with when it was not HTTP/1.1 (the request now says 1.1).
+# The version a request came with (the request itself now says 1.1).
 _CLIENT_VERSION = web.RequestKey("tofu_client_version", HttpVersion)
 _UNSPOKEN_REASON = "HTTP version not supported: tofu speaks HTTP/1.1 and HTTP/1.0"
 
@@ -111,13 +111,12 @@ class Server(web.Server):
             # the parser from the client's own version (message.should_close).
             message = message._replace(version=HttpVersion11)
         request = web.BaseRequest(message, payload, protocol, writer, task, self._loop)
-        if version != HttpVersion11:
-            request[_CLIENT_VERSION] = version
+        request[_CLIENT_VERSION] = version  # set always: a missing key costs an exception
         return request
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        version = request.get(_CLIENT_VERSION)
-        if version is None:  # HTTP/1.1
+        version = request[_CLIENT_VERSION]
+        if version == HttpVersion11:
             return await self._handler(request)
         if version != HttpVersion10:
             request[REQUEST_LOG] = RequestLog(error=_UNSPOKEN_REASON)
