@@ -575,14 +575,30 @@ def test_extraneous_bytes_before_a_marker_render_on_both_paths(
     assert difference.mean() < 4.0  # the same picture (the decoders scale it differently)
 
 
-@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
-@pytest.mark.parametrize("token", ["64", "280"])
+def tiny_fine_jpeg() -> bytes:
+    """80x50 at Q98 without chroma subsampling: libvips decodes every row of it without reading
+    past the scan, so it renders the file without its EOI (libjpeg-turbo, strict, does not)."""
+    photo = pyvips.Image.new_from_file(str(PHOTO)).resize(0.05)
+    return photo.jpegsave_buffer(Q=98, optimize_coding=True, subsample_mode="off")
+
+
+@pytest.mark.parametrize(
+    ("data", "libvips_verdict"),
+    [
+        (intact_jpeg(progressive=False)[:-2], False),
+        (intact_jpeg(progressive=True)[:-2], False),
+        (tiny_fine_jpeg()[:-2], True),
+    ],
+    ids=["baseline", "progressive", "tiny-q98"],
+)
+@pytest.mark.parametrize("token", ["32", "280"])
 def test_a_missing_eoi_marker_is_judged_as_libvips_judges_it_on_both_paths(
-    progressive: bool, token: str
+    data: bytes, libvips_verdict: bool, token: str
 ) -> None:
-    """A file missing only its final EOI marker: libvips (8.18) cannot tell it from a truncated
-    file ("premature end of JPEG image") and refuses it; both paths give libvips' verdict."""
-    data = intact_jpeg(progressive)[:-2]
+    """A file missing only its final EOI marker: libvips (8.18) renders it when it could decode
+    every row without reading past the data, and refuses it otherwise ("premature end of JPEG
+    image", as for a truncated file); both paths give libvips' verdict."""
+    assert libvips_renders(data) is libvips_verdict
     verdicts = []
     for settings in BOTH_PATHS:
         try:
@@ -590,7 +606,7 @@ def test_a_missing_eoi_marker_is_judged_as_libvips_judges_it_on_both_paths(
             verdicts.append(True)
         except Unprocessable:
             verdicts.append(False)
-    assert verdicts == [libvips_renders(data)] * 2
+    assert verdicts == [libvips_verdict] * 2
 
 
 @pytest.mark.parametrize("settings", BOTH_PATHS, ids=["fast", "exact"])

@@ -20,8 +20,10 @@ Leniency is libvips': libjpeg-turbo decodes strictly (any libjpeg warning fails 
 simplejpeg cannot decode past some warnings at all, such as "N extraneous bytes before marker"
 in the header), and a file it refuses is decoded by libvips' ``jpegload`` with
 ``fail_on=error``, as the exact path's ``thumbnail`` reads it: recoverable damage renders,
-truncation (and, on libvips 8.18, a missing EOI, which it cannot tell from truncation) stays a
-422. An intact file never takes the second decoder.
+truncation stays a 422. A file missing only its EOI renders when libvips decodes every row
+without reading past the data (it never reads the EOI), else it is refused like a truncated
+one ("premature end of JPEG image"), on both paths. An intact file never takes the second
+decoder.
 """
 
 from __future__ import annotations
