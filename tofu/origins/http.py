@@ -5,8 +5,8 @@ and refused (404, as the disk origin does) when it holds anything that could lea
 (dot segments, backslashes, empty segments, control characters), so no request can reach
 another host or a file outside BASE. Redirects are followed only to such a path below BASE on
 the same scheme, host and port, at most ``_MAX_REDIRECTS`` of them; any other ``Location``
-(outside BASE, another host, malformed) is a 502. One aiohttp session per process (pooled keep-alive
-connections); retries, the deadline and the bounded read are ``policy``'s, as for S3.
+(outside BASE, another host, malformed) is a 502. One aiohttp session per process (pooled
+keep-alive connections); retries, the deadline and the bounded read are ``policy``'s, as for S3.
 """
 
 from __future__ import annotations
