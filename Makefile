@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 THUMBOR := bench/.venv-thumbor/bin/thumbor
+SHARP  := bench/.sharp/node_modules/sharp/package.json
 
 .PHONY: serve test lint system-deps bench-load bench-compare bench-soak clean
 
@@ -16,24 +17,30 @@ $(STAMP): pyproject.toml
 
 # Real programs the tests run next to tofu: nginx (load balancer, image_filter peer),
 # Varnish (CDN stand-in), wrk (load), docker-compose (offline `config` check of the compose
-# file; no engine is needed), chromium (the browser test, driven by Playwright). Installed
-# from Debian when missing.
+# file; no engine is needed), chromium (the browser test, driven by Playwright), Node.js and
+# npm (sharp). Installed from Debian when missing.
 system-deps:
 	@if ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null \
 	    || ! command -v wrk >/dev/null || ! command -v docker-compose >/dev/null \
-	    || ! command -v chromium >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v npm >/dev/null \
 	    || [ ! -e /usr/lib/nginx/modules/ngx_http_image_filter_module.so ]; then \
-	  echo "installing nginx, varnish, wrk, docker-compose, chromium from Debian"; \
+	  echo "installing nginx, varnish, wrk, docker-compose, chromium, nodejs, npm from Debian"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends \
-	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose chromium >/dev/null; \
+	    nginx-light libnginx-mod-http-image-filter varnish wrk docker-compose chromium nodejs \
+	    npm >/dev/null; \
 	fi
 
 # thumbor 7 in its own virtualenv (its dependencies must not mix with tofu's): the thumbor
 # compatibility tests run it side by side with tofu, the benchmarks compare against it.
 $(THUMBOR): $(STAMP)
 	$(BIN)/python -c "from bench.servers import ensure_thumbor; ensure_thumbor()"
+
+# sharp (libvips for Node) with npm into bench/.sharp: the bench tests start its server, the
+# benchmarks compare against it. Needs Node.js and npm (system-deps).
+$(SHARP): $(STAMP) | system-deps
+	$(BIN)/python -c "from bench.servers import ensure_sharp; ensure_sharp()"
 
 serve: $(STAMP)
 	@echo "tofu on http://127.0.0.1:$(PORT) over ./samples (dev mode: unsigned URLs allowed). Try:"
@@ -50,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tofu tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint $(THUMBOR)
+test: $(STAMP) system-deps lint $(THUMBOR) $(SHARP)
 	$(BIN)/python -m pytest -q
 
 clean:
@@ -61,7 +68,7 @@ bench-load: $(STAMP) system-deps
 	@test -n "$(URL)" || { echo "usage: make bench-load URL=http://host:port [SECRET=..] [DURATION=30s] [BENCH_ARGS='--concurrency 64 ...']"; exit 2; }
 	$(BIN)/python -m bench.load --url $(URL) $(if $(SECRET),--secret $(SECRET)) $(if $(DURATION),--duration $(DURATION)) $(BENCH_ARGS)
 
-bench-compare: $(STAMP) system-deps
+bench-compare: $(STAMP) system-deps $(SHARP)
 	$(BIN)/python -m bench.compare --photos $(or $(PHOTOS),samples) --out bench/results/ $(if $(DURATION),--duration $(DURATION)) $(BENCH_ARGS)
 
 bench-soak: $(STAMP) system-deps

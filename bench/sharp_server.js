@@ -95,7 +95,11 @@ if (cluster.isPrimary) {
           res.end(body);
         },
         (err) => {
-          res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${err.message}\n`);
+          // A missing original is a 404, as in tofu; asked only once rendering has failed.
+          fs.promises.access(file).then(
+            () => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`${err.message}\n`),
+            () => res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n'),
+          );
         },
       );
     })

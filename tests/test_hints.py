@@ -179,6 +179,49 @@ async def test_hints_over_http_with_vary_and_accept_ch(make_client) -> None:
     assert "Vary" not in fixed.headers  # format, DPR and quality all fixed by the URL
 
 
+async def test_errors_that_depend_on_request_headers_carry_vary(make_client) -> None:
+    """A 422 that only a 4x DPR causes is cached 5 minutes: without Vary a shared cache would
+    give it to every client of the URL. Errors before any header is consulted vary on nothing."""
+    client = await make_client(
+        origin=(str(SAMPLES),), dev=True, client_hints=True, save_data=True,
+        max_source_pixels=2_000_000,
+    )  # fmt: skip
+    path = PHOTO.format(token="1000x1000cu")
+    assert (await client.get(path, headers={"Sec-CH-DPR": "1"})).status == 200
+    refused = await client.get(path, headers={"Sec-CH-DPR": "4"})
+    assert refused.status == 422
+    assert refused.headers["Cache-Control"] == "public, max-age=300"
+    assert refused.headers["Vary"] == "Accept, Sec-CH-DPR, DPR, Save-Data"
+    fixed = await client.get(PHOTO.format(token="1000x1000cu@4x.jpg"))  # nothing to negotiate
+    assert fixed.status == 422 and fixed.headers["Vary"] == "Save-Data"
+    malformed = await client.get(PHOTO.format(token="0x0"), headers={"Sec-CH-DPR": "4"})
+    assert malformed.status == 400 and "Vary" not in malformed.headers
+
+
+async def test_errors_after_accept_negotiation_vary_on_accept(make_client) -> None:
+    client = await make_client(origin=(str(SAMPLES),), dev=True, max_source_pixels=2_000_000)
+    refused = await client.get(PHOTO.format(token="4000x4000cu"), headers={"Accept": "*/*"})
+    assert refused.status == 422 and refused.headers["Vary"] == "Accept"
+
+
+async def test_save_data_is_in_vary_only_where_it_changes_the_bytes(make_client) -> None:
+    """Save-Data lowers the default quality of lossy formats; a PNG's bytes are the same."""
+    client = await make_client(origin=(str(SAMPLES),), dev=True, client_hints=True, save_data=True)
+    png = "/logos/64x64c/rgba.png"
+    plain = await client.get(png, headers={"Accept": "image/png"})
+    thrifty = await client.get(png, headers={"Accept": "image/png", "Save-Data": "on"})
+    assert plain.headers["Content-Type"] == thrifty.headers["Content-Type"] == "image/png"
+    assert await plain.read() == await thrifty.read()
+    assert plain.headers["Vary"] == thrifty.headers["Vary"] == "Accept, Sec-CH-DPR, DPR"
+    etag = thrifty.headers["ETag"]
+    again = await client.get(png, headers={"Save-Data": "on", "If-None-Match": etag})
+    assert again.status == 304 and again.headers["Vary"] == "Accept, Sec-CH-DPR, DPR"
+    # Negotiated to WebP, the same URL's quality does depend on Save-Data.
+    webp = await client.get(png, headers={"Accept": "image/webp", "Save-Data": "on"})
+    assert webp.headers["Content-Type"] == "image/webp"
+    assert webp.headers["Vary"] == "Accept, Sec-CH-DPR, DPR, Save-Data"
+
+
 async def test_hints_off_by_default(make_client) -> None:
     client = await make_client(origin=(str(SAMPLES),), dev=True)
     response = await client.get(

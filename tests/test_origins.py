@@ -214,6 +214,106 @@ async def test_http_redirects_stay_on_the_host(
     assert file_server.paths.count("/files/loop.jpg") == 4  # the first and 3 redirects
 
 
+# Each is the Location of a redirect from /files/esc.jpg; the naive server would serve
+# /secret.jpg (or /files-private/p.jpg) for every one of them. "{origin}" is the server's own
+# scheme, host and port.
+REDIRECT_ESCAPES = [
+    "/secret.jpg",  # an absolute path outside BASE
+    "../secret.jpg",  # dot segments, resolved against /files/esc.jpg
+    "/files/../secret.jpg",
+    "/files/%2e%2e/secret.jpg",  # encoded dots, decoded by the server
+    "/files/%2E%2E%2Fsecret.jpg",  # an encoded slash as well
+    "/files/..%2fsecret.jpg",
+    "/files/a\\..\\..\\secret.jpg",  # backslashes
+    "/files//secret.jpg",  # an empty segment
+    "/files-private/p.jpg",  # BASE without its slash is a prefix of this
+    "{origin}/secret.jpg",  # an absolute URL on the same host
+    "//{host}/secret.jpg",  # a network-path reference to the same host
+]
+
+
+@pytest.mark.parametrize("location", REDIRECT_ESCAPES)
+async def test_http_redirects_stay_below_base(
+    http_origin: HttpOrigin, file_server: FileServer, location: str
+) -> None:
+    (file_server.root / "files-private").mkdir()
+    (file_server.root / "files-private" / "p.jpg").write_bytes(b"private outside BASE")
+    target = location.format(origin=file_server.url, host=file_server.url.split("://")[1])
+
+    async def escape(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": target})
+
+    file_server.special["/files/esc.jpg"] = escape
+    with pytest.raises(OriginError, match="outside BASE"):
+        await http_origin.fetch("esc.jpg")
+    assert file_server.paths == ["/files/esc.jpg"]  # the escape is never requested
+
+
+async def test_http_redirects_below_base_are_followed_with_their_query(
+    http_origin: HttpOrigin, file_server: FileServer
+) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=301, headers={"Location": "a/y.jpg?v=2"})
+
+    file_server.special["/files/moved.jpg"] = moved
+    assert (await http_origin.fetch("moved.jpg")).data == JPEG
+    assert file_server.paths == ["/files/moved.jpg", "/files/a/y.jpg"]
+
+
+MALFORMED_LOCATIONS = [
+    "file:///etc/passwd",
+    "data:image/jpeg;base64,/9j/4AAQ",
+    "ftp://127.0.0.1/files/a/y.jpg",
+    "javascript:alert(1)",
+    "http://[::1",
+    "http://a:b:c/",
+    "http://127.0.0.1:99999/files/a/y.jpg",
+    "http://user:pw@{host}/files/a/y.jpg",
+    "http://%zz/files/a/y.jpg",
+    "\\evil.example.com\\x.jpg",
+]
+
+
+@pytest.mark.parametrize("location", MALFORMED_LOCATIONS)
+async def test_http_malformed_redirects_are_origin_errors(
+    http_origin: HttpOrigin, file_server: FileServer, location: str
+) -> None:
+    target = location.format(host=file_server.url.split("://")[1])
+
+    async def bad(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": target})
+
+    file_server.special["/files/bad.jpg"] = bad
+    with pytest.raises(OriginError):
+        await http_origin.fetch("bad.jpg")
+    assert file_server.paths == ["/files/bad.jpg"]
+
+
+async def test_http_redirect_escapes_are_502_end_to_end(
+    file_server: FileServer, make_client: Callable[..., Any]
+) -> None:
+    (file_server.root / "secret.jpg").write_bytes(JPEG)  # would render, were it reached
+
+    def redirect_to(location: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(status=302, headers={"Location": location})
+
+        return handler
+
+    file_server.special |= {
+        "/files/up.jpg": redirect_to("/secret.jpg"),
+        "/files/file.jpg": redirect_to("file:///etc/passwd"),
+        "/files/v6.jpg": redirect_to("http://[::1"),
+    }
+    client = await make_client(origin=(f"static/={file_server.url}/files/",), dev=True)
+    for path in ("/static/280/up.jpg", "/static/280/file.jpg", "/static/280/v6.jpg"):
+        response = await client.get(path)
+        text = (await response.read()).decode(errors="replace")
+        assert response.status == 502, (path, response.status, text[:200])
+        assert text.count("\n") == 1 and "redirect" in text, text
+    assert "/secret.jpg" not in file_server.paths
+
+
 async def test_http_not_an_image_is_415(http_origin: HttpOrigin, file_server: FileServer) -> None:
     async def html(request: web.Request) -> web.Response:
         return web.Response(text="<html>login</html>", content_type="text/html")

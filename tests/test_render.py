@@ -531,6 +531,96 @@ def test_truncated_originals_are_refused(fmt: str, fraction: float) -> None:
         run(data[: int(len(data) * fraction)], "64")
 
 
+# --- JPEG leniency: the fast path (libjpeg-turbo) accepts what libvips accepts ---------------
+
+BOTH_PATHS = [DEFAULTS, RenderSettings(exact_shrink=True)]
+
+
+def intact_jpeg(progressive: bool, grey: bool = False) -> bytes:
+    photo = pyvips.Image.new_from_file(str(PHOTO)).resize(0.25)  # 400x250
+    if grey:
+        photo = photo.colourspace("b-w")
+    return photo.jpegsave_buffer(Q=85, interlace=progressive)
+
+
+def libvips_renders(data: bytes) -> bool:
+    """Whether libvips, as tofu calls it (``fail_on=error``), decodes ``data`` whole."""
+    try:
+        pyvips.Image.new_from_buffer(data, "", fail_on="error").copy_memory()
+    except pyvips.Error:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("progressive", "grey"), [(False, False), (True, False), (False, True)],
+    ids=["baseline", "progressive", "grey"],
+)  # fmt: skip
+@pytest.mark.parametrize("marker", [b"\xff\xdb", b"\xff\xda"], ids=["DQT", "SOS"])
+@pytest.mark.parametrize("settings", BOTH_PATHS, ids=["fast", "exact"])
+@pytest.mark.parametrize("token", ["64", "280"])
+def test_extraneous_bytes_before_a_marker_render_on_both_paths(
+    progressive: bool, grey: bool, marker: bytes, settings: RenderSettings, token: str
+) -> None:
+    """libjpeg's "Corrupt JPEG data: 3 extraneous bytes before marker 0xdb" is a warning:
+    libvips, Pillow and browsers render the picture, and so does each of tofu's paths."""
+    intact = intact_jpeg(progressive, grey)
+    at = intact.index(marker)  # the first of them
+    damaged = intact[:at] + b"\x00\x11\x22" + intact[at:]
+    assert libvips_renders(damaged)
+    expected = run(intact, token, settings)
+    rendition = run(damaged, token, settings)
+    assert (rendition.width, rendition.height) == (expected.width, expected.height)
+    difference = np.abs(pixels(decode(rendition.body)) - pixels(decode(expected.body)))
+    assert difference.mean() < 4.0  # the same picture (the decoders scale it differently)
+
+
+def tiny_fine_jpeg() -> bytes:
+    """80x50 at Q98 without chroma subsampling: libvips decodes every row of it without reading
+    past the scan, so it renders the file without its EOI (libjpeg-turbo, strict, does not)."""
+    photo = pyvips.Image.new_from_file(str(PHOTO)).resize(0.05)
+    return photo.jpegsave_buffer(Q=98, optimize_coding=True, subsample_mode="off")
+
+
+@pytest.mark.parametrize(
+    ("data", "libvips_verdict"),
+    [
+        (intact_jpeg(progressive=False)[:-2], False),
+        (intact_jpeg(progressive=True)[:-2], False),
+        (tiny_fine_jpeg()[:-2], True),
+    ],
+    ids=["baseline", "progressive", "tiny-q98"],
+)
+@pytest.mark.parametrize("token", ["32", "280"])
+def test_a_missing_eoi_marker_is_judged_as_libvips_judges_it_on_both_paths(
+    data: bytes, libvips_verdict: bool, token: str
+) -> None:
+    """A file missing only its final EOI marker: libvips (8.18) renders it when it could decode
+    every row without reading past the data, and refuses it otherwise ("premature end of JPEG
+    image", as for a truncated file); both paths give libvips' verdict."""
+    assert libvips_renders(data) is libvips_verdict
+    verdicts = []
+    for settings in BOTH_PATHS:
+        try:
+            run(data, token, settings)
+            verdicts.append(True)
+        except Unprocessable:
+            verdicts.append(False)
+    assert verdicts == [libvips_verdict] * 2
+
+
+@pytest.mark.parametrize("settings", BOTH_PATHS, ids=["fast", "exact"])
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99])
+def test_truncated_jpegs_are_422_on_both_paths(settings: RenderSettings, fraction: float) -> None:
+    fixture = (FIXTURES / "broken" / "truncated.jpg").read_bytes()
+    with pytest.raises(Unprocessable):
+        run(fixture, "64", settings)
+    for progressive in (False, True):
+        data = intact_jpeg(progressive)
+        with pytest.raises(Unprocessable):
+            run(data[: int(len(data) * fraction)], "280", settings)
+
+
 def test_random_damage_never_raises_anything_else() -> None:
     rng = random.Random(1234)
     originals = [source_in(fmt) for fmt in ("jpg", "png", "gif", "webp")]

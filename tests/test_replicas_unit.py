@@ -1,5 +1,6 @@
 """``Replicas`` in process, over scripted sources: the breaker's cooldown and probe, failover
-of a silent primary within the deadline, the probe of each source. Counts only."""
+of a silent primary within the deadline, hedging (a hedged 404, the budget), the probe of each
+source. Counts only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 import pytest
 
+from tests.support.metrics import metric
 from tofu.errors import NotFound, OriginError
 from tofu.health import OriginProbe
 from tofu.metrics import Metrics
@@ -19,15 +21,20 @@ ORIGINAL = Original(b"data", "v1")
 
 
 class Scripted:
-    """A source that fails, stalls, answers or says 404 as told, counting fetches."""
+    """A source that fails, stalls, answers or says 404 as told (at once, or after ``slow``
+    seconds without a first byte), counting fetches and the answers it completed."""
 
-    def __init__(self, behaviour: str = "ok") -> None:
+    def __init__(self, behaviour: str = "ok", slow: float = 0.0) -> None:
         self.behaviour = behaviour
+        self.slow = slow
         self.fetches = 0
+        self.answered = 0
         self.healthy = True
 
     async def fetch(self, key: str) -> Original:
         self.fetches += 1
+        await asyncio.sleep(self.slow)
+        self.answered += 1
         if self.behaviour == "fail":
             raise OriginError("scripted failure")
         if self.behaviour == "stall":
@@ -47,14 +54,25 @@ class Scripted:
         return None
 
 
-def replicas(*sources: Scripted, deadline: float = 5.0, hedge_after: float = 0) -> Replicas:
+def replicas(
+    *sources: Scripted,
+    deadline: float = 5.0,
+    hedge_after: float = 0,
+    budget: float = 1.0,
+    metrics: Metrics | None = None,
+) -> Replicas:
     return Replicas(
         "r/",
         [(f"s{n}", source) for n, source in enumerate(sources)],
         deadline=deadline,
-        hedging=Hedging(hedge_after, 1.0),
-        metrics=Metrics(),
+        hedging=Hedging(hedge_after, budget),
+        metrics=metrics or Metrics(),
     )
+
+
+def hedges(metrics: Metrics, outcome: str) -> float:
+    text = metrics.exposition().decode()
+    return metric(text, "tofu_origin_hedges_total", f'origin="r/",outcome="{outcome}"')
 
 
 async def test_breaker_opens_then_probes_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,10 +112,28 @@ async def test_silent_primary_leaves_the_replica_its_share() -> None:
 
 
 async def test_primary_404_is_final_even_when_hedged() -> None:
-    primary, replica = Scripted("missing"), Scripted()
+    """A slow primary is hedged to the replica; its 404, arriving first, ends the fetch (the
+    replica may lag): the replica's answer is not waited for."""
+    primary, replica = Scripted("missing", slow=0.1), Scripted(slow=1.0)
+    metrics = Metrics()
     with pytest.raises(NotFound):
-        await replicas(primary, replica, hedge_after=0.001).fetch("k")
-    assert replica.fetches == 0
+        await replicas(primary, replica, hedge_after=0.01, metrics=metrics).fetch("k")
+    assert replica.fetches == 1  # the hedge was sent
+    assert replica.answered == 0  # and cancelled, not waited for
+    assert hedges(metrics, "lost") == 1
+
+
+async def test_a_budget_of_ten_percent_earns_one_hedge_in_ten_fetches() -> None:
+    primary, replica = Scripted(), Scripted()
+    metrics = Metrics()
+    origin = replicas(primary, replica, hedge_after=0.01, budget=0.1, metrics=metrics)
+    for _ in range(9):
+        await origin.fetch("k")
+    primary.slow = 0.2
+    assert await origin.fetch("k") == ORIGINAL  # the tenth fetch has earned a whole hedge
+    assert replica.fetches == 1 and hedges(metrics, "won") == 1
+    assert await origin.fetch("k") == ORIGINAL  # and spent it
+    assert replica.fetches == 1 and hedges(metrics, "over_budget") == 1
 
 
 async def test_the_probe_reports_each_source_apart() -> None:

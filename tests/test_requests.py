@@ -84,6 +84,55 @@ def get(port: int, target: str) -> tuple[int, bytes]:
     return split(exchange(port, request.encode()))
 
 
+def read_answer(connection: socket.socket) -> tuple[bytes, dict[str, str], bytes]:
+    """One answer on a connection that may stay open: status line, headers, Content-Length
+    bytes of body."""
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += connection.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        body += connection.recv(65536)
+    return status_line.encode(), headers, body
+
+
+def test_the_status_line_is_http_1_1_whatever_the_client_sent(tofu_serve: TofuProcess) -> None:
+    """tofu speaks HTTP/1.1 (RFC 9110 section 6.2): a 1.0 client gets an HTTP/1.1 answer with a
+    length (never chunked) and keep-alive as it asked; the parser's refusals say HTTP/1.1 too."""
+    _, plain = get(tofu_serve.port, PHOTO)
+    with socket.create_connection(("127.0.0.1", tofu_serve.port), timeout=30) as connection:
+        connection.sendall(f"GET {PHOTO} HTTP/1.0\r\n\r\n".encode())
+        status, headers, body = read_answer(connection)
+        assert status == b"HTTP/1.1 200 OK" and body == plain
+        assert "transfer-encoding" not in headers and headers["connection"] == "close"
+        assert connection.recv(65536) == b""  # closed after the answer, as 1.0 expects
+    with socket.create_connection(("127.0.0.1", tofu_serve.port), timeout=30) as connection:
+        for _ in range(2):  # the connection is kept, and says so, as a 1.0 client needs
+            connection.sendall(f"GET {PHOTO} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+            status, headers, body = read_answer(connection)
+            assert status == b"HTTP/1.1 200 OK" and body == plain
+            assert headers["connection"] == "keep-alive"
+    refused = exchange(tofu_serve.port, b"get / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 400 "), refused[:40]
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [f"GET {PHOTO} HTTP/0.9", f"GET {PHOTO}", f"GET {PHOTO} HTTP/2.0", "GET /healthz HTTP/0.9"],
+)
+def test_other_http_versions_are_refused_with_505(
+    tofu_serve: TofuProcess, request_line: str
+) -> None:
+    answer = exchange(tofu_serve.port, f"{request_line}\r\nHost: x\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 "), head
+    text = body.decode()
+    assert text.endswith("\n") and text.count("\n") == 1 and "HTTP/1" in text, text
+    assert get(tofu_serve.port, PHOTO)[0] == 200  # and the next request works
+
+
 def test_over_long_paths_are_414_before_parsing(tofu_serve: TofuProcess) -> None:
     status, body = get(tofu_serve.port, f"/{'k' * 1024}/280/x.jpg")
     assert status == 414 and b"k" * 50 not in body

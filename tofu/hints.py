@@ -5,7 +5,8 @@ With ``--client-hints``, a URL without an ``@`` DPR takes the device pixel ratio
 ``Sec-CH-Width`` (or ``Width``: the width the image is drawn at, in device pixels). With
 ``--save-data``, ``Save-Data: on`` picks the format's lower default quality for URLs that name
 none. The result is folded into the ``Transform`` (the cache key) and every header consulted is
-named in ``Vary``, so caches keep the variants apart.
+named in ``Vary`` (``ClientHints.vary``: errors included, Save-Data only where it changes the
+bytes), so caches keep the variants apart.
 
 Hints are rounded to a few steps so that caches hold few variants, and never make an output
 larger than the URL's box times the highest DPR (4) or ``--max-output-side``.
@@ -35,6 +36,10 @@ WIDTH_HEADERS = ("Sec-CH-Width", "Width")
 SAVE_DATA = "Save-Data"
 # What a worker forwards when it asks a sibling for a rendition (tofu.peers).
 HINT_HEADERS = (*DPR_HEADERS, *WIDTH_HEADERS, SAVE_DATA)
+# Save-Data only lowers a default quality: the bytes of the other formats do not change.
+_QUALITY_MEDIA_TYPES = frozenset(
+    spec.media_type for spec in FORMATS.values() if spec.default_quality is not None
+)
 
 
 class Adapt(enum.Enum):
@@ -95,13 +100,18 @@ class ClientHints:
         )
         return Transform(transform.key, size), vary
 
-    def vary(self, names: tuple[str, ...]) -> str:
-        """The Vary header value for ``names`` (memoised: a few combinations recur)."""
-        return self._vary(names)
+    def vary(self, names: tuple[str, ...], media_type: str | None) -> str | None:
+        """The Vary header of a response to a request that consulted the headers ``names``
+        (Accept, hints), or None. An error (``media_type`` None) names them all: any of them may
+        have caused it. A rendition names Save-Data only if its format takes a quality.
+        Memoised: a few combinations recur."""
+        return self._vary(names, media_type is None or media_type in _QUALITY_MEDIA_TYPES)
 
 
-def _join(names: tuple[str, ...]) -> str:
-    return ", ".join(names)
+def _join(names: tuple[str, ...], quality_applies: bool) -> str | None:
+    if not quality_applies:
+        names = tuple(name for name in names if name != SAVE_DATA)
+    return ", ".join(names) or None
 
 
 def _first_number(headers: Mapping[str, str], names: tuple[str, ...]) -> float | None:

@@ -127,7 +127,11 @@ class Handlers:
         except TofuError as exc:
             log.error = exc.reason
             self._count(request, exc.status, log.cache, time.perf_counter() - started)
-            return error_response(exc)
+            response = error_response(exc)
+            # An error after Accept or a hint was read may be theirs (a 4x DPR over a limit).
+            if vary and (vary_value := self._hints.vary(vary, None)):
+                response.headers["Vary"] = vary_value
+            return response
         response = self._respond(request, entry, vary)
         self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
@@ -141,8 +145,8 @@ class Handlers:
         }
         if entry.last_modified_http is not None:
             headers["Last-Modified"] = entry.last_modified_http
-        if vary:
-            headers["Vary"] = self._hints.vary(vary)
+        if vary and (vary_value := self._hints.vary(vary, entry.media_type)):
+            headers["Vary"] = vary_value
         if self._accept_ch is not None:
             headers["Accept-CH"] = self._accept_ch
         if _not_modified(request, entry):

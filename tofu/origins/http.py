@@ -3,9 +3,10 @@
 The host comes from the configuration only: a key is percent-encoded into one path below BASE
 and refused (404, as the disk origin does) when it holds anything that could lead elsewhere
 (dot segments, backslashes, empty segments, control characters), so no request can reach
-another host or a file outside BASE. Redirects are followed only on the same scheme, host and
-port, at most ``_MAX_REDIRECTS`` of them. One aiohttp session per process (pooled keep-alive
-connections); retries, the deadline and the bounded read are ``policy``'s, as for S3.
+another host or a file outside BASE. Redirects are followed only to such a path below BASE on
+the same scheme, host and port, at most ``_MAX_REDIRECTS`` of them; any other ``Location``
+(outside BASE, another host, malformed) is a 502. One aiohttp session per process (pooled
+keep-alive connections); retries, the deadline and the bounded read are ``policy``'s, as for S3.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import email.utils
 import hashlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -133,12 +134,27 @@ class HttpOrigin:
         raise OriginError(f"HTTP origin: more than {_MAX_REDIRECTS} redirects")
 
     def _redirect(self, url: URL, location: str) -> URL:
+        """Where a redirect from ``url`` leads: a plain path below BASE on the configured scheme,
+        host and port, as a key's own URL is (checked as the server will read it, decoded), or
+        ``OriginError`` (502) with the reason."""
         if not location:
             raise OriginError("HTTP origin: a redirect without Location")
-        target = url.join(URL(location, encoded=True))
-        if target.origin() != self._base.origin():
+        try:
+            target = url.join(URL(location, encoded=True))
+            origin = target.origin()  # a URL without a host (file:, data:...) raises here
+        except ValueError:
+            raise OriginError("HTTP origin: redirect to a malformed Location refused") from None
+        if origin != self._base.origin():
             raise OriginError("HTTP origin: redirect to another host refused")
-        return target
+        if target.raw_user is not None or target.raw_password is not None:
+            raise OriginError("HTTP origin: redirect with credentials refused")
+        # The path below BASE must be a key's: a path outside BASE keeps its leading "/", an
+        # empty segment; decoded, as a naive server reads "%2e%2e" or "%2F".
+        try:
+            key_path(unquote(target.raw_path.removeprefix(self._base.raw_path)))
+        except NotFound:
+            raise OriginError("HTTP origin: redirect outside BASE refused") from None
+        return target.with_fragment(None)
 
     async def _original(self, response: aiohttp.ClientResponse, key: str) -> Original:
         status = response.status

@@ -34,7 +34,10 @@ _COOLDOWN = 5.0  # seconds an open source is skipped before it is tried again
 _LATENCY_WINDOW = 200  # recent GET latencies the adaptive hedge delay is the p95 of
 _MIN_SAMPLES = 20  # no adaptive hedging before this many
 _MIN_HEDGE_DELAY = 0.005
-_TOKEN_CAP = 10.0  # hedges that may be saved up for a burst
+_TOKEN_CAP = 10  # hedges that may be saved up for a burst
+# Tokens are counted in millionths of a hedge, exactly: 0.1 added ten times in floats is
+# 0.9999999999999999, and the tenth fetch at a 10 % budget would not earn its hedge.
+_HEDGE = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,8 @@ class Replicas:
         self._deadline = deadline
         self._hedging = hedging if remote else Hedging(0, 0)
         self._latencies = _Latencies()
-        self._tokens = 0.0
+        self._tokens = 0  # in _HEDGE units
+        self._earned = round(self._hedging.budget * _HEDGE)  # per fetch
         self._seconds = metrics.origin_seconds.labels(name)
         self._errors = metrics.origin_fetch_errors
         self._answers = metrics.origin_answers
@@ -189,7 +193,7 @@ class Replicas:
         delay = self._hedge_delay()
         if delay is None:
             return await self._one(source, key), source
-        self._tokens = min(_TOKEN_CAP, self._tokens + self._hedging.budget)
+        self._tokens = min(_TOKEN_CAP * _HEDGE, self._tokens + self._earned)
         mark = FirstByte()
         first = asyncio.ensure_future(self._one(source, key, mark))
         tasks: dict[asyncio.Future[Original], _Source] = {first: source}
@@ -198,10 +202,10 @@ class Replicas:
             await asyncio.wait({first, began}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             if first.done() or mark.at is not None:  # answered, or answering: no hedge
                 return await first, source
-            if self._tokens < 1:
+            if self._tokens < _HEDGE:
                 self._hedges.labels(self._name, "over_budget").inc()
                 return await first, source
-            self._tokens -= 1
+            self._tokens -= _HEDGE
             tried.append(alternate)
             second = asyncio.ensure_future(self._one(alternate, key))
             tasks[second] = alternate
