@@ -114,8 +114,10 @@ def test_compose_wires_minio_tofu_nginx_and_varnish(compose: dict[str, Any]) -> 
         assert env["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"]
         assert env["TOFU_SECRET"]
         assert node["depends_on"]["seed"]["condition"] == "service_completed_successfully"
-        # The healthcheck is the image's (Dockerfile HEALTHCHECK); compose must not disable it.
+        # The healthcheck is the image's (Dockerfile HEALTHCHECK, liveness); compose must
+        # neither disable it nor make it readiness (a draining or origin-less node is alive).
         assert not node.get("healthcheck", {}).get("disable", False)
+        assert "/readyz" not in json.dumps(node.get("healthcheck", {}))
         # Docker's SIGKILL must come after the drain and the shutdown timeout.
         grace = _seconds(node["stop_grace_period"])
         assert grace > float(env["TOFU_DRAIN_SECONDS"]) + float(env["TOFU_SHUTDOWN_TIMEOUT"])
@@ -242,7 +244,7 @@ def test_k8s_deployment_probes_resources_and_graceful_stop() -> None:
 
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # The image's ENTRYPOINT (tofu serve) runs; configuration is the environment.
     assert "command" not in container and "args" not in container
 
@@ -277,6 +279,32 @@ def test_k8s_deployment_probes_resources_and_graceful_stop() -> None:
     assert int(env["TOFU_WORKERS"]) == 1 or any(
         m["mountPath"] == "/tmp" for m in container["volumeMounts"]
     )
+
+
+def test_k8s_probes_detach_a_draining_pod_and_never_restart_a_busy_one() -> None:
+    """Readiness is about this pod only (never the origins, so an origin outage cannot empty
+    the Service): it must notice a drain within the drain, yet one slow answer must not take a
+    pod out. Liveness restarts only a pod silent for longer than the longest request."""
+    (container,) = deployment()["spec"]["template"]["spec"]["containers"]
+    env = {**dockerfile_env(), **container_env(container)}
+    request_timeout = float(env.get("TOFU_REQUEST_TIMEOUT", Config().request_timeout))
+    # Kubernetes' defaults for what a probe leaves out.
+    defaults = {"periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3}
+    ready = {**defaults, **container["readinessProbe"]}
+    live = {**defaults, **container["livenessProbe"]}
+    startup = {**defaults, **container["startupProbe"]}
+
+    assert ready["failureThreshold"] >= 2, "one slow /readyz would take a busy pod out"
+    noticed = ready["failureThreshold"] * ready["periodSeconds"] + ready["timeoutSeconds"]
+    assert noticed <= float(env["TOFU_DRAIN_SECONDS"])
+    assert ready["timeoutSeconds"] <= ready["periodSeconds"]
+
+    silent = (live["failureThreshold"] - 1) * live["periodSeconds"]
+    assert silent >= request_timeout, "liveness would restart a pod busy with long requests"
+    assert live["timeoutSeconds"] >= ready["timeoutSeconds"]
+    assert silent > noticed
+    # Liveness and readiness wait for the startup probe; it gives tofu time to start.
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= 10
 
 
 def _mebibytes(quantity: str) -> float:
@@ -432,9 +460,18 @@ def test_dockerfile_runs_tofu_serve_as_non_root_with_a_healthcheck() -> None:
     assert ("EXPOSE", env["TOFU_PORT"]) in final
 
     (healthcheck,) = [a for k, a in final if k == "HEALTHCHECK"]
-    command = json.loads(healthcheck.split(" CMD ", 1)[1])
+    options_text, command_text = healthcheck.split(" CMD ", 1)
+    command = json.loads(command_text)
     assert command[:2] == ["python", "-c"]
-    assert "/healthz" in command[2]
+    # Liveness, never readiness: Swarm replaces unhealthy containers.
+    assert "/healthz" in command[2] and "/readyz" not in command[2]
+    options = dict(re.findall(r"--([a-z-]+)=(\S+)", options_text))
+    # Lenient: unhealthy only after silence longer than the longest request; the check's own
+    # timeout fires before Docker's, so a slow answer is a failed check, not a killed one.
+    silent = (int(options["retries"]) - 1) * _seconds(options["interval"])
+    assert silent >= Config().request_timeout
+    client_timeout = re.search(r"timeout=(\d+(?:\.\d+)?)\)", command[2])
+    assert client_timeout and float(client_timeout[1]) < _seconds(options["timeout"])
     # The check itself works: run it against a stand-in server on a free port.
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
