@@ -41,6 +41,7 @@ from tofu.negotiate import Negotiated
 from tofu.render import steps
 from tofu.render.adjust import adjust, cut, encode_within, resolve
 from tofu.render.animated import animated_output, render_animated
+from tofu.render.animated import memory_bytes as animation_memory
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import configure_libvips, configure_malloc, release_freed_memory
 from tofu.render.steps import (
@@ -109,11 +110,13 @@ def prepare(
         size = resolve(size, source, settings)
         geometry = plan(source, size, settings)
         memory = memory_bytes(source, geometry)
-    animated = animated_output(source, size, settings, negotiated) if not ops.cuts_source else None
+    animated = (
+        animated_output(source, geometry, size, settings, negotiated)
+        if not ops.cuts_source
+        else None
+    )
     if animated is not None:
-        # thumbnail(n=-1) holds every frame, decoded and resized, with alpha.
-        frames = source.width * source.height * source.frames * 4
-        return Plan(source, geometry, size, animated, True, frames)
+        return Plan(source, geometry, size, animated, True, animation_memory(source, geometry))
     output = size.format or (negotiated.still if negotiated else None) or source.family
     return Plan(source, geometry, size, output, False, memory)
 
@@ -126,9 +129,9 @@ def execute(
 ) -> Rendition:
     """Steps 3-7. Raises ``Unprocessable`` for a corrupt original, never anything else for bad
     input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
-    if plan.animated:
-        return render_animated(data, plan.source, plan.size, plan.output, settings)
     cancellation = cancellation or Cancellation()
+    if plan.animated:
+        return render_animated(data, plan.source, plan.size, plan.output, settings, cancellation)
     started = time.perf_counter()
     source, geometry, size = plan.source, plan.geometry, plan.size
     ops = size.operations

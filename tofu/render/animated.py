@@ -20,9 +20,11 @@ import pyvips
 from tofu.errors import Unprocessable
 from tofu.formats import FORMATS, ImageFormat
 from tofu.negotiate import Negotiated
+from tofu.render.cancel import Cancellation
 from tofu.render.encode import encode
 from tofu.render.runtime import release_freed_memory
 from tofu.render.steps import (
+    Geometry,
     RenderSettings,
     Rendition,
     Source,
@@ -37,21 +39,36 @@ from tofu.transform import Fit, Gravity, Size
 _TRIM_AFTER_PIXELS = 8_000_000  # decoded pixels over all frames; as render's for stills
 
 
-def within_budget(source: Source, settings: RenderSettings) -> bool:
-    """Whether decoding every frame is allowed: at most ``max_frames`` frames and
-    ``max_animation_pixels`` pixels over all of them."""
-    return (
-        source.frames <= settings.max_frames
-        and source.width * source.height * source.frames <= settings.max_animation_pixels
+def within_budget(
+    source: Source, settings: RenderSettings, geometry: Geometry | None = None
+) -> bool:
+    """Whether rendering every frame is allowed: at most ``max_frames`` frames, and at most
+    ``max_animation_pixels`` pixels over all of them both decoded and resized (``geometry``:
+    an upscale makes more pixels than the source has)."""
+    resized = geometry.resized_width * geometry.resized_height if geometry else 0
+    return source.frames <= settings.max_frames and (
+        max(source.width * source.height, resized) * source.frames <= settings.max_animation_pixels
     )
 
 
+def memory_bytes(source: Source, geometry: Geometry) -> int:
+    """About the most an animated render holds: the decoder's frame buffers (the frame being
+    composed and the previous one, RGBA), and every frame resized, twice (the resized strip
+    and the cropped one the encoder reads)."""
+    decoded = source.width * source.height * 4 * 2
+    return decoded + geometry.resized_width * geometry.resized_height * source.frames * 4 * 2
+
+
 def animated_output(
-    source: Source, size: Size, settings: RenderSettings, negotiated: Negotiated | None
+    source: Source,
+    geometry: Geometry,
+    size: Size,
+    settings: RenderSettings,
+    negotiated: Negotiated | None,
 ) -> ImageFormat | None:
     """The format to render ``source`` animated in, or None for a still of its first frame (a
     still source, an explicit still format in the URL, or an animation over budget)."""
-    if source.frames <= 1 or not within_budget(source, settings):
+    if source.frames <= 1 or not within_budget(source, settings, geometry):
         return None
     if size.format is not None:
         output = size.format
@@ -63,22 +80,31 @@ def animated_output(
 
 
 def render_animated(
-    data: bytes, source: Source, size: Size, output: ImageFormat, settings: RenderSettings
+    data: bytes,
+    source: Source,
+    size: Size,
+    output: ImageFormat,
+    settings: RenderSettings,
+    cancellation: Cancellation,
 ) -> Rendition:
     started = time.perf_counter()
     try:
         frames = _resize_frames(data, source, size, settings)
         frames = flatten(to_8bit(frames), output)
-        frames = frames.copy_memory()  # decode + resize now, apart from encoding (as render)
+        # decode + resize now, apart from encoding (as render), where the deadline stops it
+        frames = cancellation.watch(frames).copy_memory()
     except pyvips.Error as exc:
+        cancellation.check()  # killed by the deadline, not a bad original
         raise Unprocessable(f"cannot decode the original: {vips_reason(exc)}") from None
     resized = time.perf_counter()
     if source.width * source.height * source.frames >= _TRIM_AFTER_PIXELS:
         release_freed_memory()
+    cancellation.check()
     quality = FORMATS[output].quality(size.quality, size.save_data)
     try:
-        body = encode(frames, output, quality, settings)
+        body = encode(cancellation.watch(frames), output, quality, settings)
     except pyvips.Error as exc:
+        cancellation.check()
         raise Unprocessable(f"cannot encode {output.value}: {vips_reason(exc)}") from None
     return Rendition(
         body,
