@@ -44,7 +44,9 @@ def animated_gif(
     pages = []
     for index in range(frames):
         colour = [40 + (index * 37) % 160, 40 + (index * 91) % 160, 40 + (index * 53) % 160]
-        page = (pyvips.Image.black(inner_width, inner_height, bands=3) + colour).insert(square, 0, 0)
+        page = (pyvips.Image.black(inner_width, inner_height, bands=3) + colour).insert(
+            square, 0, 0
+        )
         page = page.insert(bar, 0, inner_height - bar.height)
         if border:
             page = page.embed(
