@@ -125,3 +125,32 @@ def test_an_upscale_of_many_frames_stays_within_memory(tofu_process, tmp_path: P
     assert status == 504 or 400 <= status < 500 or (status == 200 and pages(body) == 1)
     assert _get(f"{tofu.url}/b/32/small.png")[0] == 200
     assert _peak_rss(tofu.process.pid) < 1 << 30
+
+
+def _noise_jpeg(width: int, height: int) -> bytes:
+    """A photo-sized picture no encoder can make small: every encoding is slow and large."""
+    noise = pyvips.Image.gaussnoise(width, height, mean=128, sigma=60, seed=2).cast("uchar")
+    image = noise.bandjoin([noise.rot("d180"), noise.flipver()]).copy(interpretation="srgb")
+    return bytes(image.jpegsave_buffer(Q=90))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_the_deadline_stops_a_max_bytes_encoding_loop(tofu_process, tmp_path: Path) -> None:
+    """max_bytes re-encodes at lower qualities until the result fits: on noise, never (eight
+    WebP encodings of 6 MP, seconds each). The deadline stops the encoding under way."""
+    root = tmp_path / "origin" / "b"
+    root.mkdir(parents=True)
+    (root / "noise.jpg").write_bytes(_noise_jpeg(3000, 2000))
+    pyvips.Image.black(64, 64).pngsave(str(root / "small.png"))
+    timeout = 2.0
+    tofu = tofu_process(
+        ["--origin", str(tmp_path / "origin"), "--dev", "--max-renders", "1",
+         "--request-timeout", str(timeout)]
+    )  # fmt: skip
+    started = time.monotonic()
+    status, _ = _get(f"{tofu.url}/unsafe/2990x0/filters:format(webp):max_bytes(1000)/b/noise.jpg")
+    assert status == 504
+    assert time.monotonic() - started < timeout + SLACK
+    started = time.monotonic()
+    assert _get(f"{tofu.url}/b/32/small.png")[0] == 200
+    assert time.monotonic() - started < timeout + SLACK
