@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from tofu.errors import Unprocessable
 from tofu.frontends.thumbor import parse_options
-from tofu.render import RenderSettings, prepare
+from tofu.render import RenderSettings, execute, prepare
 from tofu.urls import parse_size
 
 from .support.images import animated_gif
@@ -154,3 +155,24 @@ def test_the_deadline_stops_a_max_bytes_encoding_loop(tofu_process, tmp_path: Pa
     started = time.monotonic()
     assert _get(f"{tofu.url}/b/32/small.png")[0] == 200
     assert time.monotonic() - started < timeout + SLACK
+
+
+def test_an_upscale_of_a_trimmed_animation_is_bounded_after_the_trim() -> None:
+    """What a trim leaves is known only from the pixels: a 4x40 strip in a white 400x400
+    frame, covering 1000x1000 upscaled, would be 1000x10,000 per frame."""
+    pages = [
+        (pyvips.Image.black(4, 40, bands=3) + 30 * shade)
+        .embed(198, 180, 400, 400, extend="background", background=[255, 255, 255])
+        .cast("uchar")
+        for shade in range(6)
+    ]
+    frames = pyvips.Image.arrayjoin(pages, across=1)
+    frames = frames.copy(interpretation="srgb")
+    frames.set_type(pyvips.GValue.gint_type, "page-height", 400)
+    data = bytes(frames.gifsave_buffer())
+    size = parse_options("trim/1000x1000/filters:upscale()/x.gif", max_side=4096).size
+    plan = prepare(data, size, RenderSettings())
+    assert plan.animated
+    assert plan.memory_bytes >= RenderSettings().max_animation_pixels * 4  # its upper bound
+    with pytest.raises(Unprocessable, match=r"over the \d+ pixel budget for animations"):
+        execute(data, plan, RenderSettings())

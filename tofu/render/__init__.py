@@ -71,9 +71,15 @@ def prepare(
     if moving is not None:
         output = moving
         memory = animated.memory_bytes(source, geometry, whole=ops.cuts_source)
+        most = settings.max_animation_pixels * 4 * 2  # as resized, twice
     else:
         output = resolved.format or (negotiated.still if negotiated else None) or source.family
         memory = steps.memory_bytes(source, geometry, whole=ops.cuts_source)
+        most = settings.max_source_pixels * source.bands * source.sample_bytes
+    if ops.trim is not None and size.upscale:
+        # Without upscaling, what is made of a trimmed part is at most what this layout of the
+        # whole makes; upscaled, it is bounded only by the limits the pipeline checks again.
+        memory += most
     return Plan(
         source,
         geometry,

@@ -27,6 +27,7 @@ frames of different sizes, or jitter.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,14 @@ def _find_trim(ctx: Context, image: pyvips.Image) -> pyvips.Image:
         width, height = ctx.cut_box[2:]
     ctx.cut = steps.cut_source(ctx.source, width, height)
     ctx.size, ctx.geometry = steps.layout(ctx.cut, ctx.request, ctx.settings, (left, top))
+    cut = dataclasses.replace(ctx.cut, frames=ctx.source.frames)
+    if ctx.animated and not animated.within_budget(cut, ctx.settings, ctx.geometry):
+        # An upscale of a small trimmed part: only the pixels could tell.
+        raise Unprocessable(
+            f"the trimmed animation at {ctx.geometry.resized_width}x"
+            f"{ctx.geometry.resized_height} x {cut.frames} frames is over the "
+            f"{ctx.settings.max_animation_pixels} pixel budget for animations"
+        )
     return image
 
 
