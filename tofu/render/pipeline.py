@@ -27,7 +27,6 @@ frames of different sizes, or jitter.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,22 +171,19 @@ def _find_trim(ctx: Context, image: pyvips.Image) -> pyvips.Image:
         width, height = ctx.cut_box[2:]
     ctx.cut = steps.cut_source(ctx.source, width, height)
     ctx.size, ctx.geometry = steps.layout(ctx.cut, ctx.request, ctx.settings, (left, top))
-    cut = dataclasses.replace(ctx.cut, frames=ctx.source.frames)
-    if ctx.animated and not animated.within_budget(cut, ctx.settings, ctx.geometry):
+    if ctx.animated and not animated.within_budget(ctx.cut, ctx.settings, ctx.geometry):
         # An upscale of a small trimmed part: only the pixels could tell.
         raise Unprocessable(
             f"the trimmed animation at {ctx.geometry.resized_width}x"
-            f"{ctx.geometry.resized_height} x {cut.frames} frames is over the "
+            f"{ctx.geometry.resized_height} x {ctx.cut.frames} frames is over the "
             f"{ctx.settings.max_animation_pixels} pixel budget for animations"
         )
     return image
 
 
-def _crop_to(box: Box | None) -> Callable[[pyvips.Image], pyvips.Image]:
-    def crop(image: pyvips.Image) -> pyvips.Image:
-        return image if box is None else image.crop(*box)
-
-    return crop
+def _cropped(image: pyvips.Image, box: Box | None) -> pyvips.Image:
+    assert box is not None  # the step applies only once its box is known
+    return image.crop(*box)
 
 
 def _resize_cut(ctx: Context, image: pyvips.Image) -> pyvips.Image:
@@ -224,11 +220,11 @@ FRAME: tuple[Step, ...] = (
     ),
     Step(
         "trim",
-        lambda ctx, image: _crop_to(ctx.trim_box)(image),
+        lambda ctx, image: _cropped(image, ctx.trim_box),
         lambda ctx: ctx.trim_box is not None,
     ),
     Step(
-        "cut", lambda ctx, image: _crop_to(ctx.cut_box)(image), lambda ctx: ctx.cut_box is not None
+        "cut", lambda ctx, image: _cropped(image, ctx.cut_box), lambda ctx: ctx.cut_box is not None
     ),
     Step("resize_cut", _resize_cut, lambda ctx: ctx.cut is not None),
     Step(
@@ -244,7 +240,7 @@ FRAME: tuple[Step, ...] = (
     ),
     Step(
         "crop",
-        lambda ctx, image: _crop_to(ctx.crop_box)(image),
+        lambda ctx, image: _cropped(image, ctx.crop_box),
         lambda ctx: ctx.crop_box is not None,
     ),
     Step(
