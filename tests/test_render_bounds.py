@@ -8,6 +8,7 @@ unbounded 60-frame 1000x1000 render costs ~30 s of CPU and ~400 MB, not the 22 G
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from tofu.errors import Unprocessable
+from tofu.errors import RenderTimeout, Unprocessable
 from tofu.frontends.thumbor import parse_options
-from tofu.render import RenderSettings, execute, prepare
+from tofu.render import Cancellation, RenderSettings, execute, pipeline, prepare, render
 from tofu.urls import parse_size
 
 from .support.images import animated_gif
@@ -176,3 +177,35 @@ def test_an_upscale_of_a_trimmed_animation_is_bounded_after_the_trim() -> None:
     assert plan.memory_bytes >= RenderSettings().max_animation_pixels * 4  # its upper bound
     with pytest.raises(Unprocessable, match=r"over the \d+ pixel budget for animations"):
         execute(data, plan, RenderSettings())
+
+
+def test_a_step_added_later_is_under_the_deadline_without_doing_anything_for_it() -> None:
+    """The runner watches each step's image: a statistic over a huge (lazy) image, in a step
+    that knows nothing of deadlines, stops when the render is cancelled."""
+    data = pyvips.Image.black(8, 8).pngsave_buffer()
+    plan = prepare(data, parse_size("8", 4096), RenderSettings())
+    cancellation = Cancellation()
+    ctx = pipeline.Context(
+        data, plan.source, plan.size, plan.size, plan.geometry, plan.output, False,
+        RenderSettings(), cancellation,
+    )  # fmt: skip
+    noise = pipeline.Step(
+        "make noise", lambda ctx, image: pyvips.Image.gaussnoise(20_000, 20_000), lambda ctx: True
+    )
+    average = pipeline.Step(
+        "average", lambda ctx, image: image.copy(xres=image.avg()), lambda ctx: True
+    )
+    timer = threading.Timer(0.3, cancellation.cancel)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(RenderTimeout):
+        pipeline.run_steps((noise, average), ctx, pyvips.Image.black(1, 1))
+    assert time.monotonic() - started < SLACK  # the average alone takes tens of seconds
+    timer.cancel()
+
+
+def test_a_cancelled_render_does_not_start() -> None:
+    cancellation = Cancellation()
+    cancellation.cancel()
+    with pytest.raises(RenderTimeout):
+        render(MANY, parse_size("40", 4096), RenderSettings(), None, cancellation)

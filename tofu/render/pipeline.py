@@ -88,7 +88,7 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    name: str
+    name: str  # what it does, for the reason of a 422 when it fails
     run: Callable[[Context, pyvips.Image], pyvips.Image]
     applies: Callable[[Context], bool]
     # Reads the whole image (statistics, a vertical flip, a turn): its input is computed first.
@@ -316,7 +316,11 @@ def run_steps(pipeline: tuple[Step, ...], ctx: Context, image: pyvips.Image) -> 
             continue
         if step.whole:
             image = ctx.computed(image)
-        image = ctx.cancellation.watch(step.run(ctx, image))
+        try:
+            image = ctx.cancellation.watch(step.run(ctx, image))
+        except pyvips.Error as exc:
+            ctx.cancellation.check()  # killed by the deadline
+            raise Unprocessable(f"cannot {step.name}: {steps.vips_reason(exc)}") from None
     return image
 
 
