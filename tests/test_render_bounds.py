@@ -100,7 +100,8 @@ def test_the_deadline_stops_an_animated_render_and_frees_its_slot(
     pyvips.Image.black(64, 64).pngsave(str(root / "small.png"))
     timeout = 2.0
     tofu = tofu_process(
-        ["--origin", str(tmp_path / "origin"), "--dev", "--max-renders", "1",
+        ["--origin", str(tmp_path / "origin"), "--dev", "--drain-seconds", "0",
+         "--max-renders", "1",
          "--request-timeout", str(timeout), "--max-animation-pixels", str(10**10),
          "--max-output-side", "1000"]
     )  # fmt: skip
@@ -122,7 +123,17 @@ def test_an_upscale_of_many_frames_stays_within_memory(tofu_process, tmp_path: P
     root.mkdir(parents=True)
     (root / "many.gif").write_bytes(MANY)
     pyvips.Image.black(64, 64).pngsave(str(root / "small.png"))
-    tofu = tofu_process(["--origin", str(tmp_path / "origin"), "--dev", "--request-timeout", "5"])
+    tofu = tofu_process(
+        [
+            "--origin",
+            str(tmp_path / "origin"),
+            "--dev",
+            "--drain-seconds",
+            "0",
+            "--request-timeout",
+            "5",
+        ]
+    )
     status, body = _get(f"{tofu.url}/unsafe/filters:upscale()/b/many.gif")
     assert status == 504 or 400 <= status < 500 or (status == 200 and pages(body) == 1)
     assert _get(f"{tofu.url}/b/32/small.png")[0] == 200
@@ -146,7 +157,8 @@ def test_the_deadline_stops_a_max_bytes_encoding_loop(tofu_process, tmp_path: Pa
     pyvips.Image.black(64, 64).pngsave(str(root / "small.png"))
     timeout = 2.0
     tofu = tofu_process(
-        ["--origin", str(tmp_path / "origin"), "--dev", "--max-renders", "1",
+        ["--origin", str(tmp_path / "origin"), "--dev", "--drain-seconds", "0",
+         "--max-renders", "1",
          "--request-timeout", str(timeout)]
     )  # fmt: skip
     started = time.monotonic()
