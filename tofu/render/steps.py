@@ -344,8 +344,9 @@ def thumbnail(
     and resizes with a Lanczos kernel. Sources tagged with another profile (Display P3, Adobe
     RGB) and CMYK are converted to sRGB; untagged and sRGB-tagged ones are sRGB already.
     ``fail_on=error`` makes truncated and corrupt files fail instead of rendering grey. The
-    crop is left to ``crop``: inside ``thumbnail`` it computes the whole resized image at once,
-    outside the reach of a deadline (an upscaled 1x2000 strip: a minute for one 1000x1000 crop).
+    crop is left to the pipeline's crop steps: inside ``thumbnail`` it computes the whole
+    resized image at once, outside the reach of a deadline (an upscaled 1x2000 strip: a minute
+    for one 1000x1000 crop).
     ``every_frame``: all frames of an animation, each resized alike, as one strip.
     """
     # A COVER box is planned as the resized size: fitting inside it is covering the box.
