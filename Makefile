@@ -3,15 +3,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
+RUNTIME := $(VENV)/.runtime
 STAMP  := $(VENV)/.installed
 THUMBOR := bench/.venv-thumbor/bin/thumbor
 SHARP  := bench/.sharp/node_modules/sharp/package.json
 
 .PHONY: serve test test-image image-deps lint system-deps bench-load bench-compare bench-soak clean
 
-$(STAMP): pyproject.toml
+# What serving needs (the package and its dependencies), apart from what testing needs.
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
@@ -42,7 +48,8 @@ $(THUMBOR): $(STAMP)
 $(SHARP): $(STAMP) | system-deps
 	$(BIN)/python -c "from bench.servers import ensure_sharp; ensure_sharp()"
 
-serve: $(STAMP)
+# PORT=8081 serves elsewhere (8080 is also what docker-compose's Varnish binds).
+serve: $(RUNTIME)
 	@echo "tofu on http://127.0.0.1:$(PORT) over ./samples (dev mode: unsigned URLs allowed). Try:"
 	@echo "  http://127.0.0.1:$(PORT)/recipes/1203423/750x500cq60/5366e857.jpg"
 	@echo "  http://127.0.0.1:$(PORT)/recipes/1203423/280x194c/5366e857.jpg"

@@ -286,3 +286,48 @@ def test_config_subprocess_reads_the_environment() -> None:
     described = json.loads(result.stdout)
     assert described["secret"] == ["********", "********"]
     assert described["sizes"] == ["280", "650s"]
+
+
+# --- a new user's first commands (issue 20) ------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tofu 0.") and "libvips" in out and "Python" in out
+
+
+def test_a_taken_port_is_one_line_naming_it() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tofu", "serve", "--dev", "--origin", str(SAMPLES)]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TOFU_")},
+        )
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1, result.stderr
+    assert f"127.0.0.1:{port} is in use" in errors[0] and "--port" in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_dev_mode_stops_at_once_on_ctrl_c(tofu_process) -> None:
+    import signal
+    import time
+
+    tofu = tofu_process(["--dev", "--origin", str(SAMPLES)])  # drain: 5 s by default
+    started = time.monotonic()
+    tofu.process.send_signal(signal.SIGINT)
+    tofu.process.wait(timeout=20)
+    assert time.monotonic() - started < 3.0  # not the production drain

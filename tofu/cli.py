@@ -50,6 +50,29 @@ def _add_serve_options(
             )
 
 
+def _version() -> str:
+    import platform
+    from importlib.metadata import version
+
+    import pyvips
+
+    return (
+        f"tofu {version('tofu')} (libvips {pyvips.version(0)}.{pyvips.version(1)}."
+        f"{pyvips.version(2)}, pyvips {pyvips.__version__}, Python {platform.python_version()})"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, computed only when asked (it loads libvips)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(_version())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tofu",
@@ -58,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",

@@ -395,7 +395,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "drain_seconds",
-        "after SIGTERM: seconds /readyz reports 503 while still serving",
+        "after SIGTERM: seconds /readyz reports 503 while still serving (none with --dev)",
         _non_negative(float),
     ),
     Setting(

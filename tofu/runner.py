@@ -11,6 +11,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ _RESPAWN_PAUSE = 1.0
 def run(config: Config) -> None:
     """Serve ``config``: in this process with one worker, else as a master of N workers."""
     logs.configure(config.log_level, config.log_format)
+    _check_port(config.host, config.port)
     for warning in config.start_warnings():
         log.warning("%s", warning)
     _clear_operator_metrics_dir()
@@ -94,6 +97,26 @@ def _clear_operator_metrics_dir() -> None:
         removed = clear_multiprocess_dir(directory)
         if removed:
             log.info("removed %d metrics files of a previous run from %s", removed, directory)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit with one line when the port is taken, before any worker starts (each would fail
+    with a traceback, and the master would restart them forever)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            print(
+                f"tofu: {where} is in use ({exc.strerror}); choose another port with --port "
+                "(or TOFU_PORT; `make serve PORT=8081`)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
 
 def _mark_dead(process: multiprocessing.process.BaseProcess) -> None:

@@ -94,8 +94,10 @@ async def _serve(
     await stop.wait()
 
     app.readiness.draining = True
-    log.info("draining for %gs before closing", config.drain_seconds)
-    await asyncio.sleep(config.drain_seconds)
+    # No balancer to leave in development: stop at once.
+    drain = 0.0 if config.dev else config.drain_seconds
+    log.info("draining for %gs before closing", drain)
+    await asyncio.sleep(drain)
     for each in runners:
         await each.cleanup()
     for task in background:
