@@ -307,8 +307,10 @@ def test_a_taken_port_is_one_line_naming_it() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "tofu", "serve", "--dev", "--origin", str(SAMPLES)]
-            + ["--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "tofu", "serve", "--dev", "--origin", str(SAMPLES)),
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
             capture_output=True,
             text=True,
             cwd=ROOT,
