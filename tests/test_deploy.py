@@ -156,8 +156,12 @@ def _seconds(text: str) -> float:
 # --- TOFU_* variables everywhere ----------------------------------------------------------
 
 
+KUSTOMIZATION = K8S / "kustomization.yaml"
+
+
 def k8s_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
-    for path in sorted(K8S.glob("*.yaml")):
+    """The Kubernetes objects (the kustomization is kustomize's, not the API server's)."""
+    for path in sorted(set(K8S.glob("*.yaml")) - {KUSTOMIZATION}):
         for document in yaml.safe_load_all(path.read_text()):
             if document:
                 yield path, document
@@ -311,6 +315,26 @@ def _mebibytes(quantity: str) -> float:
     match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
     assert match, f"use Mi or Gi for memory, got {quantity!r}"
     return int(match[1]) * (1024 if match[2] == "Gi" else 1)
+
+
+def test_the_kustomization_applies_every_manifest_and_names_the_image() -> None:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    manifests = {path.name for path, _ in k8s_documents()}
+    assert sorted(kustomization["resources"]) == sorted(manifests)
+    (image,) = kustomization["images"]
+    containers = deployment()["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == [image["name"]]
+    text = KUSTOMIZATION.read_text()
+    # The secret the Deployment reads is created by a documented command, not left to guess.
+    refs = [
+        env["valueFrom"]["secretKeyRef"]
+        for c in containers
+        for env in c["env"]
+        if "valueFrom" in env and "secretKeyRef" in env["valueFrom"]
+    ]
+    for ref in refs:
+        assert f"kubectl create secret generic {ref['name']} --from-literal={ref['key']}=" in text
+    assert "docker push" in text and "kubectl apply -k deploy/k8s" in text
 
 
 def test_k8s_objects_refer_to_each_other() -> None:
