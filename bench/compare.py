@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w3-bytes", type=int, default=W3_TARGET_BYTES, help="W3 rendition size")
     p.add_argument("--thumbor-processes", type=int, help="default: the number of cores")
     p.add_argument("--tofu-args", default="", help="extra `tofu serve` flags for every tofu")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier tofu (e.g. `git worktree add /tmp/base COMMIT`): adds a "
+        "tofu-baseline row after tofu's in every workload, for before/after in one run",
+    )
     p.add_argument("--tag", help="report file stem (default compare-YYYY-MM-DD-HHMM)")
     p.add_argument("--workdir", type=Path, help="temporary origin and logs (default: a temp dir)")
     p.add_argument(
@@ -148,6 +154,9 @@ class Bench:
         name = f"{wl.name}-{server}"
         starters: dict[str, Callable[[], Running]] = {
             "tofu": lambda: start_tofu(name, root, work, cache_size=cache, extra=self.tofu_extra),
+            "tofu-baseline": lambda: start_tofu(
+                name, root, work, cache_size=cache, extra=self.tofu_extra, root=self.args.baseline
+            ),
             "tofu-percore": lambda: start_tofu(
                 name, root, work, workers=cores(), cache_size=cache, extra=self.tofu_extra
             ),
@@ -339,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in wanted:
             wl = WORKLOADS[name]
             servers = select(wl.servers, server_filter)
+            if args.baseline and "tofu" in servers:
+                servers.insert(servers.index("tofu") + 1, "tofu-baseline")
             if not servers:
                 continue
             note = notes.get(name, "")

@@ -151,8 +151,10 @@ def start_tofu(
     workers: int | None = None,
     cache_size: str | None = None,
     extra: list[str] | None = None,
+    root: Path = ROOT,
 ) -> Running:
-    """``tofu serve --dev`` over ``origin``; waits until every worker listens."""
+    """``tofu serve --dev`` over ``origin``, from the checkout at ``root`` (another one: an
+    earlier version, for before/after); waits until every worker listens."""
     port = free_port()
     cmd = [sys.executable, "-m", "tofu", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--origin", str(origin), "--dev"]
@@ -161,7 +163,7 @@ def start_tofu(
     if cache_size is not None:
         cmd += ["--cache-size", cache_size]
     cmd += extra or []
-    env = {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {"PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     running = _started(_spawn(name, Kind.TOFU, cmd, port, workdir, env), "/healthz")
     expected = workers or default_workers()
     deadline = time.monotonic() + 60
