@@ -78,6 +78,25 @@ class ParsedPath:
         )
 
 
+def bounded_int(text: str, low: int, high: int, what: str) -> int:
+    """``text`` (digits with an optional sign, as a grammar's pattern matched it) as an integer
+    within ``low``-``high``; ``BadRequest`` naming ``what`` otherwise. The digits are counted
+    before converting, so a number of any length is refused without being converted (Python
+    refuses to convert over 4,300 digits) and no later stage meets a value beyond the range."""
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) <= max(len(str(abs(low))), len(str(abs(high)))):
+        value = int(text)
+        if low <= value <= high:
+            return value
+    raise BadRequest(f"{what} must be {low} to {high}")
+
+
+def clamped_int(text: str, high: int) -> int:
+    """``text`` (digits only) as an integer, values above ``high`` (of any length) as ``high``."""
+    digits = text.lstrip("0")
+    return high if len(digits) > len(str(high)) else min(int(text), high)
+
+
 def parse_size(token: str, max_side: int) -> Size:
     """Parse one size token; ``BadRequest`` with the reason when it is not valid."""
     return _parse_size(token, max_side)[0]
