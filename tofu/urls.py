@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 from tofu.errors import BadRequest
 from tofu.formats import BY_NAME, ImageFormat
 from tofu.hints import Adapt
+from tofu.keys import Key, parse_key
 from tofu.transform import Fit, Gravity, Size, Transform
 
 # HMAC-SHA256 in unpadded URL-safe base64.
@@ -72,7 +73,7 @@ class ParsedPath:
         return ParsedPath(
             None,
             f"/{self.signature}{self.signed_path}",
-            Transform(f"{self.signature}/{self.transform.key}", self.transform.size),
+            Transform(Key(f"{self.signature}/{self.transform.key}"), self.transform.size),
             self.size_token,
             self.adapt,
         )
@@ -230,8 +231,8 @@ def _decode_segment(raw: str) -> str:
         segment = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("path is not valid percent-encoded UTF-8") from None
-    if segment in ("", ".", "..") or any(c in segment for c in "/\\\x00"):
-        raise BadRequest("path has an empty, dot or encoded-separator segment")
+    if "/" in segment:  # %2F: one segment of the URL is one name of the key
+        raise BadRequest("path has an encoded separator")
     return segment
 
 
@@ -246,7 +247,7 @@ def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> Parse
     if len(segments) < 2:
         raise BadRequest("expected /{prefix...}/{size}/{name}")
     *prefix, token, name = segments
-    key = "/".join(_decode_segment(s) for s in [*prefix, name])
+    key = parse_key("/".join(_decode_segment(s) for s in [*prefix, name]))
     size, adapt = _parse_size(_decode_segment(token), max_side)
     signed_path = "/" + "/".join(segments)
     return ParsedPath(signature, signed_path, Transform(key, size), token, adapt)

@@ -30,6 +30,7 @@ import webcolors
 from tofu.errors import BadRequest, Forbidden
 from tofu.formats import BY_NAME
 from tofu.hints import Adapt
+from tofu.keys import Key, parse_key
 from tofu.transform import (
     NO_OPERATIONS,
     Colour,
@@ -287,18 +288,14 @@ def _apply_filters(request: _Request, filters: str) -> None:
         apply(request, *match.groups())
 
 
-def _image_key(raw: str) -> str:
+def _image_key(raw: str) -> Key:
     try:
         key = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("image path is not valid percent-encoded UTF-8") from None
     if re.match(r"[a-z][a-z0-9+.-]*://", key, re.IGNORECASE):
         raise BadRequest("image must be a key in the origin, not a URL (no HTTP loader)")
-    key = key.lstrip("/")
-    segments = key.split("/")
-    if any(s in ("", ".", "..") for s in segments) or "\\" in key or "\x00" in key:
-        raise BadRequest("image path has an empty or dot segment")
-    return key
+    return parse_key(key.lstrip("/"))  # thumbor's file loader strips leading slashes
 
 
 def parse_options(path: str, max_side: int) -> Transform:
