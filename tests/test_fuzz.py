@@ -16,7 +16,10 @@ The number of cases per test is ``TOFU_FUZZ_EXAMPLES`` (tests/support/fuzz.py).
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import http.client
+import math
 import string
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +42,7 @@ from tofu.negotiate import Negotiator
 from tofu.transform import NO_OPERATIONS, Fit
 from tofu.urls import ParsedPath, build_path, parse_path, size_token
 
-from .support.fuzz import FUZZ, cases
+from .support.fuzz import FUZZ, cases, example_paths
 from .support.servers import TofuProcess, start_tofu
 
 MAX_SIDE = 4096
@@ -344,10 +347,32 @@ def assert_canonical(parsed: ParsedPath) -> None:
     assert size_token(again.transform.size, width_hint=width_hint) == token
 
 
+def numbers_in(value: object) -> Iterator[int | float]:
+    """Every number in a ``Transform`` (its dataclasses, tuples and fields)."""
+    if isinstance(value, bool | str | enum.Enum) or value is None:
+        return
+    if isinstance(value, int | float):
+        yield value
+    elif isinstance(value, tuple):
+        for item in value:
+            yield from numbers_in(item)
+    elif dataclasses.is_dataclass(value):
+        for field in dataclasses.fields(value):
+            if field.compare:  # not the cached hash
+                yield from numbers_in(getattr(value, field.name))
+
+
+def assert_renderable_numbers(parsed: ParsedPath) -> None:
+    """No number a renderer would hand to libvips (C ints, doubles) beyond what they hold."""
+    for number in numbers_in(parsed.transform):
+        assert abs(number) < 2**31 and math.isfinite(number), (parsed.transform, number)
+
+
 def check_path(path: str) -> None:
     for frontends in (OPEN, SIGNED):
         parsed = parse_or_refuse(frontends, path)
         if parsed is not None:
+            assert_renderable_numbers(parsed)
             assert_canonical(parsed)
 
 
@@ -480,7 +505,9 @@ def decoded_type(body: bytes) -> str:
 # Well-formed requests for the live server, so that most cases render: every filter with
 # arguments in (or at the edge of) its range, small boxes, every grammar part.
 def ints(low: int, high: int) -> st.SearchStrategy[str]:
-    return st.integers(low, high).map(str)
+    """Mostly ``low``-``high``; sometimes just outside, or a number no C type holds."""
+    edges = [str(low - 1), str(high + 1), HUGE, "0" * 30 + str(high)]
+    return weighted((2, st.integers(low, high).map(str)), (1, st.sampled_from(edges)))
 
 
 def call(name: str, *args: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -508,7 +535,11 @@ plain_filters = st.one_of(
 plain_thumbor_parts = st.fixed_dictionaries(
     {},
     optional={
-        "trim": st.sampled_from(["trim", "trim:top-left", "trim:bottom-right:40", "trim:10"]),
+        "trim": st.builds(
+            lambda corner, tolerance: f"trim{corner}{tolerance}",
+            st.sampled_from(["", ":top-left", ":bottom-right"]),
+            st.one_of(st.just(""), ints(0, 442).map(lambda t: ":" + t)),
+        ),
         "crop": st.builds(lambda a, b, c, d: f"{a}x{b}:{c}x{d}", *[ints(0, 70)] * 4),
         "fit": st.sampled_from(
             ["fit-in", "adaptive-fit-in", "full-fit-in", "adaptive-full-fit-in"]
@@ -523,7 +554,7 @@ plain_thumbor_parts = st.fixed_dictionaries(
         "halign": st.sampled_from(["left", "center", "right"]),
         "valign": st.sampled_from(["top", "middle", "bottom"]),
         "smart": st.just("smart"),
-        "filters": st.lists(plain_filters, min_size=1, max_size=3).map(
+        "filters": st.lists(plain_filters, min_size=1, max_size=5).map(
             lambda calls: "filters:" + ":".join(calls)
         ),
     },
@@ -551,8 +582,20 @@ live_paths = weighted(
 wire_headers = headers.map(lambda h: {k: v for k, v in h.items() if ascii_header(v)})
 
 
+# The findings of issue 17 that reached the renderer (a 500 and a traceback each), always
+# tried besides the generated cases.
+KNOWN = [
+    f"/unsafe/300x200/filters:brightness({HUGE})/fuzz/photo.jpg",
+    f"/unsafe/300x200/filters:contrast(-{HUGE})/fuzz/alpha.png",
+    f"/unsafe/300x200/filters:round_corner({HUGE},0,0,0)/fuzz/photo.jpg",
+    f"/unsafe/trim:{HUGE}/300x200/fuzz/photo.jpg",
+    f"/unsafe/300x200/filters:focal({HUGE}x0:{HUGE}x1)/fuzz/photo.jpg",
+]
+
+
 @FUZZ
 @given(path=live_paths, request_headers=wire_headers)
+@example_paths(KNOWN)
 def test_live_server_answers_4xx_or_good_images(
     live: TofuProcess, path: str, request_headers: dict[str, str]
 ) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, example, settings
 
 EXAMPLES = int(os.environ.get("TOFU_FUZZ_EXAMPLES", "200"))
 
@@ -25,6 +26,18 @@ FUZZ = settings(
 )
 
 cases: Counter[str] = Counter()
+
+
+def example_paths(paths: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Hypothesis ``example`` rows for a test taking ``path`` and ``request_headers``: cases
+    that are always run, besides the generated ones."""
+
+    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
+        for path in paths:
+            test = example(path=path, request_headers={})(test)
+        return test
+
+    return decorate
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
