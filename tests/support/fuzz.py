@@ -1,6 +1,6 @@
 """Property-based fuzzing (Hypothesis): how many cases to run, and a count of those that ran.
 
-``TOFU_FUZZ_EXAMPLES`` sets the examples per fuzz test (default 200, which keeps ``make test``
+``TOFU_FUZZ_EXAMPLES`` sets the examples per fuzz test (default 500, which keeps ``make test``
 fast); a longer run is the same tests with a bigger number, e.g.
 ``TOFU_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q tests/test_fuzz.py``. The session
 summary prints the cases each fuzz test ran.
@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, settings
 
-EXAMPLES = int(os.environ.get("TOFU_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("TOFU_FUZZ_EXAMPLES", "500"))
 
 # No per-example deadline (the machine is shared and noisy); no health check on slow data
 # generation, which the live-server test has by nature.
