@@ -78,7 +78,7 @@ _MAX_BLUR_RADIUS = 150  # thumbor's cap
 _MAX_TRIM_TOLERANCE = 442  # thumbor's: the largest RGB distance, sqrt(3) * 255
 _MAX_ROTATION = 3600  # degrees; thumbor takes angles modulo 360
 _MAX_BYTES = 2**31 - 1
-MAX_COORDINATE = 10_000_000  # source pixels (crop and focal boxes): libvips' VIPS_MAX_COORD
+_MAX_COORDINATE = 10_000_000  # source pixels (crop and focal boxes): libvips' VIPS_MAX_COORD
 _MAX_SIGMA_PER_RADIUS = 7.0
 _MAX_SIGMA = 1000.0  # libvips' gaussblur limit
 
@@ -143,7 +143,8 @@ def _focal(request: _Request, box: str) -> None:
     parsed = re.match(r"(\d+)x(\d+):(\d+)x(\d+)", box.strip("'"))
     if parsed:
         left, top, right, bottom = (
-            bounded_int(v, 0, MAX_COORDINATE, "focal(LxT:RxB) coordinates") for v in parsed.groups()
+            bounded_int(v, 0, _MAX_COORDINATE, "focal(LxT:RxB) coordinates")
+            for v in parsed.groups()
         )
         if right - left and bottom - top:
             request.operations["focal_box"] = (left, top, right, bottom)
@@ -196,26 +197,17 @@ def _contrast(request: _Request, value: str) -> None:
 
 
 def _round_corner(
-    request: _Request,
-    radius: str,
-    red: str,
-    green: str,
-    blue: str,
-    transparent: str | None = None,
+    request: _Request, radius: str, red: str, green: str, blue: str, transparent: str | None = None
 ) -> None:
     text_x, _, text_y = radius.partition("|")
     radius_x, radius_y = (
-        bounded_int(r, 0, request.max_side, "round_corner(radius)")
-        for r in (text_x, text_y or text_x)
+        bounded_int(text, 0, request.max_side, "round_corner(radius)")
+        for text in (text_x, text_y or text_x)
     )
     # Bytes in thumbor's C code (which fails on anything larger).
-    red_, green_, blue_ = (
-        bounded_int(c, 0, 255, "round_corner(r,g,b)") for c in (red, green, blue)
-    )
+    r, g, b = (bounded_int(c, 0, 255, "round_corner(r,g,b)") for c in (red, green, blue))
     alpha = 0 if _boolean(transparent) else 255
-    request.operations["round_corner"] = RoundCorner(
-        radius_x, radius_y, (red_, green_, blue_, alpha)
-    )
+    request.operations["round_corner"] = RoundCorner(radius_x, radius_y, (r, g, b, alpha))
 
 
 def _background_color(request: _Request, colour: str) -> None:
@@ -321,7 +313,7 @@ def parse_options(path: str, max_side: int) -> Transform:
         ops["trim"] = Trim(corner, tolerance)
     if match["crop_left"] is not None:
         box = tuple(
-            bounded_int(match[g], 0, MAX_COORDINATE, "crop (LxT:RxB) coordinates")
+            bounded_int(match[g], 0, _MAX_COORDINATE, "crop (LxT:RxB) coordinates")
             for g in ("crop_left", "crop_top", "crop_right", "crop_bottom")
         )
         left, top, right, bottom = box
