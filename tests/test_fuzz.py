@@ -29,17 +29,19 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import pyvips
-from hypothesis import event, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from tofu.config import Config
 from tofu.errors import TofuError
 from tofu.formats import BY_NAME
 from tofu.frontends import Frontends, build_frontends
-from tofu.frontends.thumbor import SUPPORTED_FILTERS
+from tofu.frontends.thumbor import SUPPORTED_FILTERS, parse_options
 from tofu.hints import HINT_HEADERS, Adapt, ClientHints
 from tofu.negotiate import Negotiator
-from tofu.transform import NO_OPERATIONS, Fit
+from tofu.render import render
+from tofu.render.steps import RenderSettings
+from tofu.transform import NO_OPERATIONS, FillKind, Fit, Gravity
 from tofu.urls import ParsedPath, build_path, parse_path, size_token
 
 from .support.fuzz import FUZZ, cases, example_paths
@@ -462,18 +464,36 @@ def serve_originals(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> To
     return start_tofu(args, tmp_path_factory.mktemp("fuzz-logs"))
 
 
-# The fast JPEG path (tofu/render, simplejpeg into new_from_memory) reads freed memory when
-# the decoded image needs no resize and is copied before a smart crop: a different picture
-# on each render, or a crashed worker (test_known_bug_smart_crop_of_an_unresized_jpeg below).
-# Until the render rewrite fixes it, the live fuzz renders JPEGs on libvips' own path.
-KNOWN_BUG_FLAGS = ("--exact-shrink",)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TofuProcess]:
-    tofu = serve_originals(tmp_path_factory, *KNOWN_BUG_FLAGS)
+    tofu = serve_originals(tmp_path_factory)
     yield tofu
     tofu.stop()
+
+
+# Renderer bugs this fuzz found (tofu/render is being rewritten apart from this work). Each
+# is pinned by a strict xfail test below, which fails once the bug is fixed: then delete the
+# test and its line here. Until then such requests are not sent: the first can crash the
+# worker, which would fail every later case.
+LIVE_FRONTENDS = build_frontends(
+    Config(origin=(".",), dev=True, thumbor_unsafe=True, workers=1, max_output_side=LIVE_MAX_SIDE)
+)
+
+
+def known_render_bug(path: str) -> str | None:
+    """Which pinned renderer bug ``path`` would meet, if any."""
+    frontend = LIVE_FRONTENDS.select(path)
+    try:
+        transform = frontend.parse(path).transform
+    except TofuError:
+        return None
+    size, ops = transform.size, transform.size.operations
+    if size.gravity is Gravity.ATTENTION and transform.key == "fuzz/photo.jpg":
+        return "smart crop of a JPEG (test_known_bug_smart_crop_of_an_unresized_jpeg)"
+    auto_fill = ops.fill is not None and ops.fill.kind is FillKind.AUTO
+    if auto_fill and ops.grayscale and transform.key == "fuzz/alpha.png":
+        return "fill(auto) of grey with alpha (test_known_bug_fill_auto_of_grey_with_alpha)"
+    return None
 
 
 def on_the_wire(path: str) -> str:
@@ -599,8 +619,12 @@ KNOWN = [
 def test_live_server_answers_4xx_or_good_images(
     live: TofuProcess, path: str, request_headers: dict[str, str]
 ) -> None:
-    cases["live server"] += 1
     path = on_the_wire(path)
+    bug = known_render_bug(path)
+    if bug is not None:
+        event(f"not sent, known render bug: {bug}")
+        assume(False)
+    cases["live server"] += 1
     log_before = live.log_path.stat().st_size
     status, content_type, body = get(live, path, request_headers)
     event(f"status {status}" + ("" if status == 200 else f": {body[:30]!r}"))
@@ -619,7 +643,7 @@ def test_live_server_answers_4xx_or_good_images(
 @pytest.mark.xfail(
     strict=True,
     reason="render: the fast JPEG path reads freed memory before a smart crop (reported); "
-    "when this passes, drop the xfail and KNOWN_BUG_FLAGS",
+    "when this passes, delete it and its line in known_render_bug",
 )
 def test_known_bug_smart_crop_of_an_unresized_jpeg(
     tmp_path_factory: pytest.TempPathFactory,
@@ -632,3 +656,18 @@ def test_known_bug_smart_crop_of_an_unresized_jpeg(
     finally:
         tofu.stop()
     assert len(bodies) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason="render: adjust._median_colour indexes 3 bands of a grey image with alpha "
+    "(reported); when this passes, delete it and its line in known_render_bug",
+)
+def test_known_bug_fill_auto_of_grey_with_alpha(tmp_path: Path) -> None:
+    """Found by the live fuzz: ``/unsafe/filters:fill(auto):grayscale()/fuzz/alpha.png`` is a
+    500 with a traceback (IndexError in ``_median_colour``)."""
+    write_originals(tmp_path)
+    data = (tmp_path / "fuzz/alpha.png").read_bytes()
+    transform = parse_options("fit-in/100x100/filters:fill(auto):grayscale()/a.png", 512)
+    render(data, transform.size, RenderSettings(max_output_side=512), None)
