@@ -29,7 +29,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import pyvips
-from hypothesis import assume, event, given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tofu.config import Config
@@ -41,7 +41,7 @@ from tofu.hints import HINT_HEADERS, Adapt, ClientHints
 from tofu.negotiate import Negotiator
 from tofu.render import render
 from tofu.render.steps import RenderSettings
-from tofu.transform import NO_OPERATIONS, FillKind, Fit, Gravity
+from tofu.transform import NO_OPERATIONS, Fit
 from tofu.urls import ParsedPath, build_path, parse_path, size_token
 
 from .support.fuzz import FUZZ, cases, example_paths
@@ -452,7 +452,7 @@ def write_originals(root: Path) -> None:
     (root / "fuzz/anim.gif").write_bytes(strip.gifsave_buffer())
 
 
-def serve_originals(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> TofuProcess:
+def serve_originals(tmp_path_factory: pytest.TempPathFactory) -> TofuProcess:
     """``tofu serve`` over ``write_originals`` with both grammars open, every hint on, no
     result cache (every request renders, so asking twice compares two renders) and a short
     deadline."""
@@ -460,7 +460,7 @@ def serve_originals(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> To
     write_originals(root)
     args = ["--origin", str(root), "--dev", "--thumbor-unsafe", "--client-hints", "--save-data",
             "--request-timeout", "5", "--max-output-side", str(LIVE_MAX_SIDE), "--cache-size", "0",
-            "--workers", "1", "--drain-seconds", "0", *extra]  # fmt: skip
+            "--workers", "1", "--drain-seconds", "0"]  # fmt: skip
     return start_tofu(args, tmp_path_factory.mktemp("fuzz-logs"))
 
 
@@ -469,31 +469,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TofuProcess]:
     tofu = serve_originals(tmp_path_factory)
     yield tofu
     tofu.stop()
-
-
-# Renderer bugs this fuzz found (tofu/render is being rewritten apart from this work). Each
-# is pinned by a strict xfail test below, which fails once the bug is fixed: then delete the
-# test and its line here. Until then such requests are not sent: the first can crash the
-# worker, which would fail every later case.
-LIVE_FRONTENDS = build_frontends(
-    Config(origin=(".",), dev=True, thumbor_unsafe=True, workers=1, max_output_side=LIVE_MAX_SIDE)
-)
-
-
-def known_render_bug(path: str) -> str | None:
-    """Which pinned renderer bug ``path`` would meet, if any."""
-    frontend = LIVE_FRONTENDS.select(path)
-    try:
-        transform = frontend.parse(path).transform
-    except TofuError:
-        return None
-    size, ops = transform.size, transform.size.operations
-    if size.gravity is Gravity.ATTENTION and transform.key == "fuzz/photo.jpg":
-        return "smart crop of a JPEG (test_known_bug_smart_crop_of_an_unresized_jpeg)"
-    auto_fill = ops.fill is not None and ops.fill.kind is FillKind.AUTO
-    if auto_fill and ops.grayscale and transform.key == "fuzz/alpha.png":
-        return "fill(auto) of grey with alpha (test_known_bug_fill_auto_of_grey_with_alpha)"
-    return None
 
 
 def on_the_wire(path: str) -> str:
@@ -620,10 +595,6 @@ def test_live_server_answers_4xx_or_good_images(
     live: TofuProcess, path: str, request_headers: dict[str, str]
 ) -> None:
     path = on_the_wire(path)
-    bug = known_render_bug(path)
-    if bug is not None:
-        event(f"not sent, known render bug: {bug}")
-        assume(False)
     cases["live server"] += 1
     log_before = live.log_path.stat().st_size
     status, content_type, body = get(live, path, request_headers)
@@ -640,16 +611,12 @@ def test_live_server_answers_4xx_or_good_images(
     assert again == (status, content_type, body), (path, request_headers, "not deterministic")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render: the fast JPEG path reads freed memory before a smart crop (reported); "
-    "when this passes, delete it and its line in known_render_bug",
-)
-def test_known_bug_smart_crop_of_an_unresized_jpeg(
+def test_a_smart_crop_of_an_unresized_jpeg_is_deterministic(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Found by the live fuzz: ``64x49a`` of a 64x48 JPEG, rendered four times, gives four
-    pictures (and in process, on a 1600x1000 photo, a segfault)."""
+    """Found by the live fuzz: ``64x49a`` of a 64x48 JPEG, rendered four times, gave four
+    pictures (and in process, on a 1600x1000 photo, a segfault): the smart crop read the
+    decoded pixels after their buffer was freed."""
     tofu = serve_originals(tmp_path_factory)
     try:
         bodies = {get(tofu, "/fuzz/64x49a/photo.jpg", {})[2] for _ in range(4)}
@@ -658,16 +625,12 @@ def test_known_bug_smart_crop_of_an_unresized_jpeg(
     assert len(bodies) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="render: adjust._median_colour indexes 3 bands of a grey image with alpha "
-    "(reported); when this passes, delete it and its line in known_render_bug",
-)
-def test_known_bug_fill_auto_of_grey_with_alpha(tmp_path: Path) -> None:
-    """Found by the live fuzz: ``/unsafe/filters:fill(auto):grayscale()/fuzz/alpha.png`` is a
-    500 with a traceback (IndexError in ``_median_colour``)."""
+def test_fill_auto_of_grey_with_alpha_renders(tmp_path: Path) -> None:
+    """Found by the live fuzz: ``/unsafe/filters:fill(auto):grayscale()/fuzz/alpha.png`` was a
+    500 with a traceback (IndexError: the median colour read alpha as a colour band)."""
     write_originals(tmp_path)
     data = (tmp_path / "fuzz/alpha.png").read_bytes()
     transform = parse_options("fit-in/100x100/filters:fill(auto):grayscale()/a.png", 512)
-    render(data, transform.size, RenderSettings(max_output_side=512), None)
+    rendition = render(data, transform.size, RenderSettings(max_output_side=512), None)
+    image = pyvips.Image.new_from_buffer(rendition.body, "")
+    assert (image.width, image.height) == (100, 100)
