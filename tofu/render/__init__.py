@@ -1,68 +1,26 @@
 """Rendering: a pure function of (original bytes, size) -> (bytes, format). No I/O, no server.
 
-The steps, in order, each a small function in ``steps.py``:
-
-1. ``probe``          sniff the format, read the header only; refuse unsupported formats and
-                      image bombs (too many pixels or frames) before any decoding
-2. ``plan``           the geometry: target box, resized size, crop, never upscaling unless
-                      asked; refuses plans whose intermediate image would be too large
-3. shrink, for JPEGs (libjpeg-turbo, ``jpeg.py``):
-   ``decode_scaled``  shrink-on-load: decode at the smallest DCT scale quality allows
-   ``resize``         Lanczos-3 to the planned size
-   ``orient``         EXIF orientation 1-8
-   ``colour_manage``  embedded profiles other than sRGB to sRGB
-   or, for every other format and in ``exact_shrink`` mode, one libvips ``thumbnail`` call
-   that does the same (animated sources over budget: the first frame; animations within
-   budget take their own path: ``animated.py``)
-4. ``crop``           centre or smart (libvips attention) crop of a COVER box
-   ``crop_focal``     or a crop around a focal point, when the URL names one
-5. ``to_8bit``        16-bit sources to 8 bits per sample
-6. ``flatten``        alpha onto a white background when the output format has none (JPEG)
-   (libvips computes the pixels of steps 3-6 only now, in one pass over the image)
-7. ``encode``         the output format, metadata stripped, per-format quality defaults
-
-Sizes with ``operations`` (thumbor URLs) add the steps of ``adjust.py``: ``cut`` (decode,
-trim, manual crop) replaces shrink-on-load when the source is cut before scaling, ``resolve``
-turns the operations' box rules into a plain ``Size`` for ``plan``, ``adjust`` (flips, rotation,
-colour filters, corners, fill) runs after ``crop_focal``, and ``encode_within`` honours
-``max_bytes``.
+``prepare`` reads the header only (cheap): ``probe`` sniffs the format and refuses unsupported
+formats and image bombs (too many pixels per frame); ``steps.layout`` computes the geometry
+(target box, resized size, crops, the operations' box rules; never upscaling unless asked) and
+refuses plans whose intermediate image would be too large; ``animated.animated_output``
+decides whether an animation stays animated (within its budget of frames and of decoded and
+resized pixels over all frames, else its first frame as a still); and it estimates the memory
+the render will hold. ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
+cropping and the operations, the same steps for a still and for every frame of an animation,
+then encoding, all under the request's deadline.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import pyvips
-
-from tofu.errors import Unprocessable
-from tofu.formats import FORMATS
 from tofu.negotiate import Negotiated
-from tofu.render import steps
-from tofu.render.adjust import adjust, cut, encode_within, resolve
-from tofu.render.animated import animated_output, render_animated
+from tofu.render import animated, pipeline, steps
 from tofu.render.cancel import Cancellation
-from tofu.render.runtime import configure_libvips, configure_malloc, release_freed_memory
-from tofu.render.steps import (
-    Geometry,
-    RenderSettings,
-    Rendition,
-    Source,
-    colour_manage,
-    crop,
-    crop_focal,
-    decode_scaled,
-    flatten,
-    memory_bytes,
-    orient,
-    plan,
-    probe,
-    resize,
-    thumbnail,
-    to_8bit,
-    vips_reason,
-)
-from tofu.transform import NO_OPERATIONS, ImageFormat, Size
+from tofu.render.runtime import configure_libvips, configure_malloc
+from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
+from tofu.transform import ImageFormat, Size
 
 __all__ = [
     "Cancellation",
@@ -76,10 +34,6 @@ __all__ = [
     "render",
 ]
 
-# Originals from this size up leave tens of MB of freed decode buffers behind (an 18 MP
-# progressive JPEG: ~100 MB): handing them back keeps RSS down where it matters.
-_TRIM_AFTER_PIXELS = 8_000_000
-
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -87,35 +41,56 @@ class Plan:
 
     source: Source
     geometry: Geometry
-    size: Size
+    size: Size  # with the operations' box rules applied
     output: ImageFormat
-    animated: bool  # every frame of an animation, within budget (``animated.py``)
+    animated: bool  # every frame of an animation, within budget
     memory_bytes: int  # about the most the render will hold at once
+    request: Size | None = None  # the size as asked, when it differs from ``size``
+    cut: Source | None = None  # a manual crop (without trim) of the original, from the header
+    cut_box: Box | None = None  # where that crop lies in the decoded original
 
 
 def prepare(
     data: bytes, size: Size, settings: RenderSettings, negotiated: Negotiated | None = None
 ) -> Plan:
-    """Steps 1-2 (header only, cheap). The output format is the URL's, else ``negotiated`` (from
+    """The header's part (cheap). The output format is the URL's, else ``negotiated`` (from
     the Accept header), else the source's family; animated sources within budget stay animated.
     Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
-    source = probe(data, settings)
+    source = steps.probe(data, settings)
     ops = size.operations
-    if ops.cuts_source:
-        # Planned again on the cut in execute; it decodes the whole source.
-        geometry = plan(source, resolve(size, source, settings), settings)
-        memory = memory_bytes(source, geometry, whole=True)
+    cut = cut_box = None
+    if ops.cuts_source and ops.trim is None:
+        cut_box = steps.cut_box(source.width, source.height, ops)
+        width, height = cut_box[2:] if cut_box else (source.width, source.height)
+        cut = steps.cut_source(source, width, height)
+    # With a trim, what is left is known only from the pixels: the pipeline lays it out again
+    # then; this layout of the whole original bounds it.
+    offset = cut_box[:2] if cut_box else (0, 0)
+    resolved, geometry = steps.layout(cut or source, size, settings, offset)
+    moving = animated.animated_output(source, geometry, resolved, settings, negotiated)
+    if moving is not None:
+        output = moving
+        memory = animated.memory_bytes(source, geometry, whole=ops.cuts_source)
+        most = settings.max_animation_pixels * 4 * 2  # as resized, twice
     else:
-        size = resolve(size, source, settings)
-        geometry = plan(source, size, settings)
-        memory = memory_bytes(source, geometry)
-    animated = animated_output(source, size, settings, negotiated) if not ops.cuts_source else None
-    if animated is not None:
-        # thumbnail(n=-1) holds every frame, decoded and resized, with alpha.
-        frames = source.width * source.height * source.frames * 4
-        return Plan(source, geometry, size, animated, True, frames)
-    output = size.format or (negotiated.still if negotiated else None) or source.family
-    return Plan(source, geometry, size, output, False, memory)
+        output = resolved.format or (negotiated.still if negotiated else None) or source.family
+        memory = steps.memory_bytes(source, geometry, whole=ops.cuts_source)
+        most = settings.max_source_pixels * source.bands * source.sample_bytes
+    if ops.trim is not None and size.upscale:
+        # Without upscaling, what is made of a trimmed part is at most what this layout of the
+        # whole makes; upscaled, it is bounded only by the limits the pipeline checks again.
+        memory += most
+    return Plan(
+        source,
+        geometry,
+        resolved,
+        output,
+        animated=moving is not None,
+        memory_bytes=memory,
+        request=size if resolved != size else None,
+        cut=cut,
+        cut_box=cut_box,
+    )
 
 
 def execute(
@@ -124,64 +99,22 @@ def execute(
     settings: RenderSettings,
     cancellation: Cancellation | None = None,
 ) -> Rendition:
-    """Steps 3-7. Raises ``Unprocessable`` for a corrupt original, never anything else for bad
-    input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
-    if plan.animated:
-        return render_animated(data, plan.source, plan.size, plan.output, settings)
-    cancellation = cancellation or Cancellation()
-    started = time.perf_counter()
-    source, geometry, size = plan.source, plan.geometry, plan.size
-    ops = size.operations
-    try:
-        if ops.cuts_source:
-            image, cut_source, offset = cut(data, source, ops)
-            size = resolve(size, cut_source, settings, offset)
-            geometry = steps.plan(cut_source, size, settings)
-            image = resize(image, cut_source, geometry)  # decoded, oriented: no shrink-on-load
-        elif source.turbo_decodable and not settings.exact_shrink:
-            image = decode_scaled(data, source, geometry)
-            cancellation.check()
-            image = resize(image, source, geometry)
-            image = orient(image, source)
-            image = colour_manage(image, source)
-        else:
-            image = thumbnail(data, source, geometry)
-        if geometry.crop == "attention":
-            # The smart crop looks at the whole resized image: compute it where the deadline
-            # can stop it.
-            image = cancellation.watch(image).copy_memory()
-            cancellation.check()
-        image = crop(image, geometry)
-        image = crop_focal(image, geometry)
-        if ops != NO_OPERATIONS:
-            image = adjust(image, size)
-        image = to_8bit(image)
-        image = flatten(image, plan.output)
-        # libvips is demand-driven: nothing is decoded until pixels are asked for. Computing
-        # the (output-sized, so small) result here keeps decode+resize apart from encoding,
-        # for the phase timings, at the cost of one copy of the output pixels.
-        image = cancellation.watch(image).copy_memory()
-    except pyvips.Error as exc:
-        cancellation.check()  # killed by the deadline, not a bad original
-        # A corrupt body surfaces when pixels are computed, not in probe.
-        raise Unprocessable(f"cannot decode the original: {vips_reason(exc)}") from None
-    resized = time.perf_counter()
-    if source.width * source.height >= _TRIM_AFTER_PIXELS:
-        release_freed_memory()  # its decode buffers are gone now
-    cancellation.check()
-    try:
-        quality = FORMATS[plan.output].quality(size.quality, size.save_data)
-        body = encode_within(image, plan.output, quality, settings, ops.max_bytes)
-    except pyvips.Error as exc:
-        raise Unprocessable(f"cannot encode {plan.output.value}: {vips_reason(exc)}") from None
-    return Rendition(
-        body,
-        plan.output,
-        image.width,
-        image.height,
-        resize_seconds=resized - started,
-        encode_seconds=time.perf_counter() - resized,
+    """The pipeline. Raises ``Unprocessable`` for a corrupt original, never anything else for
+    bad input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    context = pipeline.Context(
+        data=data,
+        source=plan.source,
+        request=plan.request or plan.size,
+        size=plan.size,
+        geometry=plan.geometry,
+        output=plan.output,
+        animated=plan.animated,
+        settings=settings,
+        cancellation=cancellation or Cancellation(),
+        cut=plan.cut,
+        cut_box=plan.cut_box,
     )
+    return pipeline.run(context)
 
 
 def render(

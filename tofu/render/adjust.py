@@ -1,31 +1,26 @@
-"""Rendering steps for ``Size.operations`` (the edits thumbor URLs add), kept apart from the
-resize steps in ``steps.py``. Sizes without operations never reach anything here but the
-``if`` that finds nothing to do.
+"""The pixel operations of ``Size.operations`` (the edits thumbor URLs add), one small function
+each; the pipeline (``pipeline.py``) runs them as its steps, on a still or on every frame of an
+animation. Their box rules (orig sides, adaptive, full fit-in, focal box, manual crop) are
+geometry and live in ``steps.layout``.
 
-Before scaling: ``cut`` (decode, orient, sRGB, ``trim``, manual ``crop``), which replaces
-shrink-on-load for those URLs, and ``resolve`` (the operations' box rules, into a plain ``Size``
-that ``plan`` understands). After scaling: ``adjust`` (flips, rotation, colour filters, rounded
-corners, fill, background). When encoding: ``encode_within`` (``max_bytes``).
+Three of them read the whole image to decide (``trim_window``, ``median_colour``, and the
+attention crop in ``steps.crop_window``): the pipeline computes their input first, where the
+deadline can stop it, and an animation decides once, on its first frame, for every frame.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pyvips
 
 from tofu.render.encode import DEFAULT_QUALITY, encode
-from tofu.render.steps import RenderSettings, Source
+from tofu.render.steps import Box, RenderSettings
 from tofu.transform import (
-    NO_OPERATIONS,
     Colour,
     Fill,
     FillKind,
-    Fit,
-    Gravity,
     ImageFormat,
-    Operations,
     RoundCorner,
     Size,
     Trim,
@@ -36,46 +31,9 @@ _FILL_BLUR_RADIUS = 50  # thumbor's fill(blur)
 _MAX_BYTES_MIN_QUALITY = 10  # below this thumbor gives up and keeps the first encoding
 
 
-def cut(
-    data: bytes, source: Source, ops: Operations
-) -> tuple[pyvips.Image, Source, tuple[int, int]]:
-    """Decode the whole original (oriented, in sRGB), then trim and crop it. Returns the image,
-    its description for ``plan`` and the offset of its top-left corner in the original."""
-    image = pyvips.Image.new_from_buffer(data, "", fail_on="error").autorot()
-    if source.needs_colour_transform:
-        image = image.icc_transform("srgb", embedded=True, input_profile="srgb")
-    left = top = 0
-    if ops.trim is not None:
-        image, (left, top) = _trim(image, ops.trim)
-    if ops.crop is not None:
-        # The box is in the original's coordinates: shift it by what the trim removed.
-        crop_left, crop_top, crop_right, crop_bottom = ops.crop
-        crop_left, crop_right = (
-            min(max(v - left, 0), image.width) for v in (crop_left, crop_right)
-        )
-        crop_top, crop_bottom = (
-            min(max(v - top, 0), image.height) for v in (crop_top, crop_bottom)
-        )
-        if crop_left < crop_right and crop_top < crop_bottom:  # else ignored, as thumbor does
-            image = image.crop(crop_left, crop_top, crop_right - crop_left, crop_bottom - crop_top)
-            left, top = left + crop_left, top + crop_top
-    # Oriented and in sRGB now: nothing of the original's header applies any more.
-    cut_source = replace(
-        source,
-        width=image.width,
-        height=image.height,
-        needs_colour_transform=False,
-        orientation=1,
-        icc_profile=None,
-        cmyk=False,
-        progressive=False,
-        bands=image.bands,
-    )
-    return image, cut_source, (left, top)
-
-
-def _trim(image: pyvips.Image, trim: Trim) -> tuple[pyvips.Image, tuple[int, int]]:
-    """Remove the border of the corner pixel's colour; nothing when all of it would go."""
+def trim_window(image: pyvips.Image, trim: Trim) -> Box | None:
+    """The part inside the border of the corner pixel's colour (it reads the whole image);
+    None when all of it would go."""
     flat = image.flatten(background=[255] * (image.bands - 1)) if image.hasalpha() else image
     x, y = (0, 0) if trim.corner is TrimCorner.TOP_LEFT else (flat.width - 1, flat.height - 1)
     background = flat.getpoint(x, y)
@@ -83,88 +41,29 @@ def _trim(image: pyvips.Image, trim: Trim) -> tuple[pyvips.Image, tuple[int, int
         threshold=max(trim.tolerance, 1), background=background
     )
     if width <= 0 or height <= 0:
-        return image, (0, 0)
-    return image.crop(left, top, width, height), (left, top)
+        return None
+    return left, top, width, height
 
 
-def resolve(
-    size: Size, source: Source, settings: RenderSettings, offset: tuple[int, int] = (0, 0)
-) -> Size:
-    """``size`` with its operations' box rules applied for this source, in the terms ``plan``
-    knows: "orig" sides (at most ``max_output_side``), adaptive orientation, full fit-in (cover
-    without crop) and a focal box (in original pixels; ``offset`` is where the cut source
-    starts)."""
-    ops = size.operations
-    if size.fit is not Fit.OUTSIDE and ops == NO_OPERATIONS:
-        return size
-    width, height = size.width, size.height
-    if ops.original_width:
-        width = min(source.width, settings.max_output_side)
-    if ops.original_height:
-        height = min(source.height, settings.max_output_side)
-    if ops.adaptive and width and height:
-        source_portrait = source.width < source.height
-        box_portrait = width < height
-        if source_portrait != box_portrait and source.width != source.height and width != height:
-            width, height = height, width
-    fit = size.fit
-    if fit is Fit.OUTSIDE:
-        fit = Fit.INSIDE
-        if width and height:
-            # Scale by the larger ratio: the side that then fills the box is the one kept.
-            if source.width / width <= source.height / height:
-                height = None
-            else:
-                width = None
-    focal = size.focal
-    gravity = size.gravity
-    if gravity is Gravity.FOCAL and focal is None:
-        focal, gravity = _focal_percent(ops, source, offset)
-    return replace(size, width=width, height=height, fit=fit, gravity=gravity, focal=focal)
+def rotate(image: pyvips.Image, degrees: int) -> pyvips.Image:
+    """Counter-clockwise, as thumbor (PIL) rotates; libvips' angles are clockwise."""
+    return image.rot(f"d{360 - degrees}")
 
 
-def _focal_percent(
-    ops: Operations, source: Source, offset: tuple[int, int]
-) -> tuple[tuple[float, float] | None, Gravity]:
-    """The centre of the focal box, in percent of the (cut) source; centred when the box lies
-    outside the cut (thumbor drops such focal points)."""
-    assert ops.focal_box is not None
-    left, top, right, bottom = ops.focal_box
-    x = (left + right) / 2 - offset[0]
-    y = (top + bottom) / 2 - offset[1]
-    if not (0 <= x <= source.width and 0 <= y <= source.height):
-        return None, Gravity.CENTRE
-    return (100 * x / source.width, 100 * y / source.height), Gravity.FOCAL
+def brightness(image: pyvips.Image, amount: int) -> pyvips.Image:
+    """thumbor: every channel + 255 * amount / 100 (C integer division)."""
+    return _on_colour(image, 1.0, float(int(255 * amount / 100)))
 
 
-def adjust(image: pyvips.Image, size: Size) -> pyvips.Image:
-    """The operations after scaling, in the order ``Operations`` documents."""
-    ops = size.operations
-    if ops.flip_horizontal:
-        image = image.fliphor()
-    if ops.flip_vertical:
-        image = image.flipver()
-    if ops.rotate:
-        # Counter-clockwise, as thumbor (PIL) rotates; libvips' angles are clockwise.
-        image = image.rot(f"d{360 - ops.rotate}")
-    if ops.grayscale:
-        image = image.colourspace("b-w")
-    if ops.brightness:
-        # thumbor: every channel + 255 * amount / 100 (C integer division).
-        image = _on_colour(image, 1.0, float(int(255 * ops.brightness / 100)))
-    if ops.contrast:
-        # thumbor: (x - 128) * (amount + 100)^2 / 10000 + 128.
-        factor = ((ops.contrast + 100) ** 2 // 100) / 100
-        image = _on_colour(image, factor, 128 - 128 * factor)
-    if ops.blur is not None:
-        image = _blur(image, *ops.blur)
-    if ops.round_corner is not None:
-        image = _round_corner(image, ops.round_corner)
-    if ops.fill is not None:
-        image = _fill(image, ops.fill, size)
-    if ops.background is not None and ops.background[3] and image.hasalpha():
-        image = image.flatten(background=_colour_for(image, ops.background)[: image.bands - 1])
-    return image
+def contrast(image: pyvips.Image, amount: int) -> pyvips.Image:
+    """thumbor: (x - 128) * (amount + 100)^2 / 10000 + 128."""
+    factor = ((amount + 100) ** 2 // 100) / 100
+    return _on_colour(image, factor, 128 - 128 * factor)
+
+
+def background(image: pyvips.Image, colour: Colour) -> pyvips.Image:
+    """Transparent parts flattened onto ``colour``."""
+    return image.flatten(background=_colour_for(image, colour)[: image.bands - 1])
 
 
 def _on_colour(image: pyvips.Image, scale: float, offset: float) -> pyvips.Image:
@@ -180,7 +79,7 @@ def _on_colour(image: pyvips.Image, scale: float, offset: float) -> pyvips.Image
     return image.linear(scale, offset).cast("uchar")
 
 
-def _blur(image: pyvips.Image, radius: int, sigma: float) -> pyvips.Image:
+def blur(image: pyvips.Image, radius: int, sigma: float) -> pyvips.Image:
     """A Gaussian of ``sigma`` truncated at ``radius`` pixels, like thumbor's convolution."""
     sigma = min(max(sigma, 0.1), 1000.0)  # libvips' range
     min_ampl = min(max(math.exp(-(radius * radius) / (2 * sigma * sigma)), 0.001), 0.99)
@@ -202,7 +101,7 @@ def _with_alpha(image: pyvips.Image) -> pyvips.Image:
     return image if image.hasalpha() else image.bandjoin(255)
 
 
-def _round_corner(image: pyvips.Image, corner: RoundCorner) -> pyvips.Image:
+def round_corner(image: pyvips.Image, corner: RoundCorner) -> pyvips.Image:
     """Corners outside ellipses of the given radii show ``corner.colour`` (or transparency)."""
     rx, ry = max(corner.radius_x, 1), max(corner.radius_y, 1)
     xy = pyvips.Image.xyz(image.width, image.height)
@@ -218,39 +117,36 @@ def _round_corner(image: pyvips.Image, corner: RoundCorner) -> pyvips.Image:
     return inside.ifthenelse(image, _colour_for(image, corner.colour))
 
 
-def _fill(image: pyvips.Image, fill: Fill, size: Size) -> pyvips.Image:
+def fill(image: pyvips.Image, spec: Fill, size: Size, median: Colour | None) -> pyvips.Image:
     """Centre the picture on the requested box (open sides: the picture's), over a colour, the
-    picture's median colour, or the picture itself blurred and stretched."""
+    picture's ``median`` colour (``median_colour``), or the picture itself blurred and
+    stretched."""
     width = max(size.width or image.width, image.width)
     height = max(size.height or image.height, image.height)
     left, top = (width - image.width) // 2, (height - image.height) // 2
-    if fill.kind is FillKind.BLUR:
-        background = _blur(image, _FILL_BLUR_RADIUS, _FILL_BLUR_RADIUS).resize(
+    if spec.kind is FillKind.BLUR:
+        canvas = blur(image, _FILL_BLUR_RADIUS, _FILL_BLUR_RADIUS).resize(
             width / image.width, vscale=height / image.height
         )
-        background = background.crop(
-            0, 0, min(width, background.width), min(height, background.height)
-        )
-        background = background.embed(0, 0, width, height, extend="copy")
+        canvas = canvas.crop(0, 0, min(width, canvas.width), min(height, canvas.height))
+        canvas = canvas.embed(0, 0, width, height, extend="copy")
     else:
-        if fill.kind is FillKind.AUTO:
-            # Statistics read every pixel: compute them once, not again for the output.
-            image = image.copy_memory()
-        colour = fill.colour if fill.kind is FillKind.COLOUR else _median_colour(image)
+        colour = median if spec.kind is FillKind.AUTO and median is not None else spec.colour
         if colour[3] < 255:
             image = _with_alpha(image)
         elif image.bands < 3:
             image = image.colourspace("srgb")
-        background = pyvips.Image.black(width, height).new_from_image(_colour_for(image, colour))
-        background = background.copy(interpretation=image.interpretation)
-    if background.bands != image.bands:
-        image, background = _with_alpha(image), _with_alpha(background)
-    if fill.merge_alpha and image.hasalpha():
-        return background.composite2(image, "over", x=left, y=top).cast("uchar")
-    return background.cast("uchar").insert(image, left, top)
+        canvas = pyvips.Image.black(width, height).new_from_image(_colour_for(image, colour))
+        canvas = canvas.copy(interpretation=image.interpretation)
+    if canvas.bands != image.bands:
+        image, canvas = _with_alpha(image), _with_alpha(canvas)
+    if spec.merge_alpha and image.hasalpha():
+        return canvas.composite2(image, "over", x=left, y=top).cast("uchar")
+    return canvas.cast("uchar").insert(image, left, top)
 
 
-def _median_colour(image: pyvips.Image) -> Colour:
+def median_colour(image: pyvips.Image) -> Colour:
+    """The median of each colour band (it reads the whole image)."""
     bands = [int(image.extract_band(i).percent(50)) for i in range(min(image.bands, 3))]
     if len(bands) == 1:
         bands *= 3
@@ -265,7 +161,8 @@ def encode_within(
     max_bytes: int | None,
 ) -> bytes:
     """``encode``, lowering a JPEG's or WebP's quality until it fits in ``max_bytes``, as thumbor
-    does: x0.75 a step; the first encoding when no quality of 10 or more fits."""
+    does: x0.75 a step; the first encoding when no quality of 10 or more fits. Every encoding
+    reads ``image``: a deadline that kills it stops the loop at the encoding under way."""
     body = encode(image, output, quality, settings)
     if max_bytes is None or output not in (ImageFormat.JPEG, ImageFormat.WEBP):
         return body

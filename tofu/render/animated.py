@@ -1,57 +1,57 @@
-"""Animated sources (GIF, WebP) to animated output: every frame resized and cropped alike,
-frame delays and the loop count kept.
+"""Animated sources (GIF, WebP): whether one is rendered animated, what that costs, and its
+frames taken apart and put back together. The pipeline (``pipeline.py``) runs the same steps
+on every frame as on a still; frame delays and the loop count are kept.
 
-``render`` sends a source here only when ``animated_output`` names a format: the source has
+A source is rendered animated only when ``animated_output`` names a format: the source has
 several frames, the output format animates (the URL's, else the negotiated animated one, else
-the source's own) and the animation is within budget (``--max-frames`` frames and
-``--max-animation-pixels`` over all frames). Otherwise the still path renders its first frame.
+the source's own) and the animation is within budget: ``--max-frames`` frames, and
+``--max-animation-pixels`` over all frames, decoded and resized (an upscale makes more pixels
+than its source has). Otherwise the still path renders its first frame.
 
-libvips holds the frames as one tall strip, ``page-height`` rows per frame. ``thumbnail`` with
-``n=-1`` resizes each frame (it keeps the page height exact), but its crop would cut the strip,
-not each frame, so the crop is done here, frame by frame, at one position for all of them.
+libvips holds the frames as one tall strip, ``page-height`` rows per frame.
 """
 
 from __future__ import annotations
 
-import time
-
 import pyvips
 
-from tofu.errors import Unprocessable
 from tofu.formats import FORMATS, ImageFormat
 from tofu.negotiate import Negotiated
-from tofu.render.encode import encode
-from tofu.render.runtime import release_freed_memory
-from tofu.render.steps import (
-    RenderSettings,
-    Rendition,
-    Source,
-    flatten,
-    plan,
-    thumbnail_buffer,
-    to_8bit,
-    vips_reason,
-)
-from tofu.transform import Fit, Gravity, Size
+from tofu.render.steps import Geometry, RenderSettings, Source
+from tofu.transform import Size
 
-_TRIM_AFTER_PIXELS = 8_000_000  # decoded pixels over all frames; as render's for stills
+_DEFAULT_DELAY = 100  # ms: what libvips and browsers show a frame without a delay of its own
 
 
-def within_budget(source: Source, settings: RenderSettings) -> bool:
-    """Whether decoding every frame is allowed: at most ``max_frames`` frames and
-    ``max_animation_pixels`` pixels over all of them."""
-    return (
-        source.frames <= settings.max_frames
-        and source.width * source.height * source.frames <= settings.max_animation_pixels
+def within_budget(
+    source: Source, settings: RenderSettings, geometry: Geometry | None = None
+) -> bool:
+    """Whether rendering every frame is allowed: at most ``max_frames`` frames, and at most
+    ``max_animation_pixels`` pixels over all of them both decoded and resized (``geometry``)."""
+    resized = geometry.resized_width * geometry.resized_height if geometry else 0
+    return source.frames <= settings.max_frames and (
+        max(source.width * source.height, resized) * source.frames <= settings.max_animation_pixels
     )
 
 
+def memory_bytes(source: Source, geometry: Geometry, *, whole: bool = False) -> int:
+    """About the most an animated render holds: the decoded frames (the decoder's frame buffers,
+    the one being composed and the previous one, RGBA; every frame with ``whole``, for a cut),
+    and every frame resized, twice (the resized strip and the finished one the encoder reads)."""
+    decoded = source.width * source.height * 4 * (source.frames if whole else 2)
+    return decoded + geometry.resized_width * geometry.resized_height * source.frames * 4 * 2
+
+
 def animated_output(
-    source: Source, size: Size, settings: RenderSettings, negotiated: Negotiated | None
+    source: Source,
+    geometry: Geometry,
+    size: Size,
+    settings: RenderSettings,
+    negotiated: Negotiated | None,
 ) -> ImageFormat | None:
     """The format to render ``source`` animated in, or None for a still of its first frame (a
     still source, an explicit still format in the URL, or an animation over budget)."""
-    if source.frames <= 1 or not within_budget(source, settings):
+    if source.frames <= 1 or not within_budget(source, settings, geometry):
         return None
     if size.format is not None:
         output = size.format
@@ -62,103 +62,23 @@ def animated_output(
     return output if FORMATS[output].animation else None
 
 
-def render_animated(
-    data: bytes, source: Source, size: Size, output: ImageFormat, settings: RenderSettings
-) -> Rendition:
-    started = time.perf_counter()
-    try:
-        frames = _resize_frames(data, source, size, settings)
-        frames = flatten(to_8bit(frames), output)
-        frames = frames.copy_memory()  # decode + resize now, apart from encoding (as render)
-    except pyvips.Error as exc:
-        raise Unprocessable(f"cannot decode the original: {vips_reason(exc)}") from None
-    resized = time.perf_counter()
-    if source.width * source.height * source.frames >= _TRIM_AFTER_PIXELS:
-        release_freed_memory()
-    quality = FORMATS[output].quality(size.quality, size.save_data)
-    try:
-        body = encode(frames, output, quality, settings)
-    except pyvips.Error as exc:
-        raise Unprocessable(f"cannot encode {output.value}: {vips_reason(exc)}") from None
-    return Rendition(
-        body,
-        output,
-        frames.width,
-        frames.get("page-height"),
-        resize_seconds=resized - started,
-        encode_seconds=time.perf_counter() - resized,
-    )
+def frames(strip: pyvips.Image) -> list[pyvips.Image]:
+    """The frames of a strip, in order (views of it: no pixel is copied)."""
+    height = strip.get("page-height") if strip.get_typeof("page-height") else strip.height
+    return [strip.crop(0, top, strip.width, height) for top in range(0, strip.height, height)]
 
 
-def _resize_frames(
-    data: bytes, source: Source, size: Size, settings: RenderSettings
-) -> pyvips.Image:
-    """All frames at the output size, as a strip with page-height, delay and loop set."""
-    geometry = plan(source, size, settings)
-    if size.fit is Fit.INSIDE:
-        box_width, box_height, final = geometry.box_width, geometry.box_height, None
-    else:
-        # COVER: each frame scaled to cover the final box, then cropped alike below.
-        width, height = (
-            geometry.focal[:2]
-            if geometry.focal
-            else (
-                geometry.box_width,
-                geometry.box_height,
-            )
-        )
-        scale = max(width / source.width, height / source.height)
-        box_width = max(width, round(source.width * scale))
-        box_height = max(height, round(source.height * scale))
-        final = (width, height)
-    strip = thumbnail_buffer(
-        data, source, box_width, box_height, geometry.upscale, "n=-1,fail_on=error"
+def join(frames: list[pyvips.Image], like: pyvips.Image) -> pyvips.Image:
+    """``frames`` (all of one size) as a strip, with the delays and loop count of ``like``,
+    the strip they were taken from."""
+    strip = pyvips.Image.arrayjoin(frames, across=1)
+    count = len(frames)
+    strip = strip.copy()  # a new header, so setting metadata leaves the joined image alone
+    strip.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
+    delays = list(like.get("delay")) if like.get_typeof("delay") else []
+    strip.set_type(
+        pyvips.GValue.array_int_type, "delay", (delays + [_DEFAULT_DELAY] * count)[:count]
     )
-    page_height = strip.get("page-height") if strip.get_typeof("page-height") else strip.height
-    if final is not None:
-        anchor = _anchor(strip, page_height, size, final)
-        strip, page_height = _crop_frames(strip, page_height, *final, anchor)
-    pages = strip.height // page_height
-    strip = strip.copy()  # a new header, so setting metadata leaves the loader's image alone
-    strip.set_type(pyvips.GValue.gint_type, "page-height", page_height)
-    delays = strip.get("delay") if strip.get_typeof("delay") else []
-    # Frames without a delay of their own show for libvips' default (100 ms), as browsers do.
-    strip.set_type(pyvips.GValue.array_int_type, "delay", (list(delays) + [100] * pages)[:pages])
-    if not strip.get_typeof("loop"):
-        strip.set_type(pyvips.GValue.gint_type, "loop", 0)
+    loop = like.get("loop") if like.get_typeof("loop") else 0
+    strip.set_type(pyvips.GValue.gint_type, "loop", loop)
     return strip
-
-
-def _anchor(
-    strip: pyvips.Image, page_height: int, size: Size, final: tuple[int, int]
-) -> tuple[float, float]:
-    """The point of a frame to keep central, as fractions of its width and height."""
-    if size.gravity is Gravity.FOCAL and size.focal is not None:
-        return size.focal[0] / 100, size.focal[1] / 100
-    if size.gravity is Gravity.ATTENTION:
-        # Smart crop on the first frame, applied to every frame: per-frame crops would jitter.
-        first = strip.crop(0, 0, strip.width, page_height)
-        _, found = first.smartcrop(
-            min(final[0], first.width),
-            min(final[1], first.height),
-            interesting="attention",
-            attention_x=True,
-            attention_y=True,
-        )
-        return found["attention_x"] / first.width, found["attention_y"] / first.height
-    return 0.5, 0.5
-
-
-def _crop_frames(
-    strip: pyvips.Image, page_height: int, width: int, height: int, anchor: tuple[float, float]
-) -> tuple[pyvips.Image, int]:
-    """The same ``width`` x ``height`` window of every frame, placed around ``anchor``; with
-    the new page height."""
-    width, height = min(width, strip.width), min(height, page_height)
-    if (width, height) == (strip.width, page_height):
-        return strip, page_height
-    left = min(max(0, round(strip.width * anchor[0] - width / 2)), strip.width - width)
-    top = min(max(0, round(page_height * anchor[1] - height / 2)), page_height - height)
-    pages = strip.height // page_height
-    frames = [strip.crop(left, page * page_height + top, width, height) for page in range(pages)]
-    return pyvips.Image.arrayjoin(frames, across=1), height

@@ -1,5 +1,7 @@
-"""The rendering steps before encoding. Each takes and returns plain values or a lazy
-``pyvips.Image``; libvips does the work when the encoder pulls pixels."""
+"""What the header says (``probe``), the geometry of a render (``layout``: the one place the box,
+the resized size, the crops and the operations' box rules are computed), and the pixel steps
+of scaling. Each takes and returns plain values or a lazy ``pyvips.Image``; libvips does the
+work when the pipeline (``pipeline.py``) computes pixels."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pyvips
 from tofu.errors import Unprocessable, UnsupportedMediaType
 from tofu.formats import BY_LOADER, FORMATS, SOURCE_LABELS
 from tofu.render import jpeg
-from tofu.transform import Fit, Gravity, ImageFormat, Size
+from tofu.transform import NO_OPERATIONS, Fit, Gravity, ImageFormat, Operations, Size
 
 _MAX_COORD = 10_000_000  # libvips' VIPS_MAX_COORD: "unbounded" for a thumbnail box side
 _WHITE = 255
@@ -163,6 +165,103 @@ def _is_srgb_profile(profile: bytes) -> bool:
     return False
 
 
+Box = tuple[int, int, int, int]  # left, top, width, height
+
+
+def layout(
+    source: Source, size: Size, settings: RenderSettings, offset: tuple[int, int] = (0, 0)
+) -> tuple[Size, Geometry]:
+    """The geometry of rendering ``source`` (the original, or what a trim and a manual crop
+    left of it, whose top-left corner is at ``offset`` in the original) at ``size``: the size
+    with its operations' box rules resolved, and the plan."""
+    size = resolve(size, source, settings, offset)
+    return size, plan(source, size, settings)
+
+
+def cut_box(
+    width: int, height: int, ops: Operations, offset: tuple[int, int] = (0, 0)
+) -> Box | None:
+    """The manual crop (``ops.crop``, in the original's coordinates) within a ``width`` x
+    ``height`` image whose top-left corner is at ``offset`` in the original: clamped to it, and
+    None when nothing of it is inside (ignored, as thumbor does)."""
+    if ops.crop is None:
+        return None
+    left, top, right, bottom = ops.crop
+    left, right = (min(max(v - offset[0], 0), width) for v in (left, right))
+    top, bottom = (min(max(v - offset[1], 0), height) for v in (top, bottom))
+    if left >= right or top >= bottom:
+        return None
+    return left, top, right - left, bottom - top
+
+
+def cut_source(source: Source, width: int, height: int) -> Source:
+    """The description of a cut of ``source``: decoded whole, oriented and in sRGB, so nothing
+    of the original's header applies any more but its pixel format."""
+    return dataclasses.replace(
+        source,
+        width=width,
+        height=height,
+        needs_colour_transform=False,
+        orientation=1,
+        icc_profile=None,
+        cmyk=False,
+        progressive=False,
+        bands=3 + source.has_alpha if source.cmyk else source.bands,
+    )
+
+
+def resolve(
+    size: Size, source: Source, settings: RenderSettings, offset: tuple[int, int] = (0, 0)
+) -> Size:
+    """``size`` with its operations' box rules applied for this source, in the terms ``plan``
+    knows: "orig" sides (at most ``max_output_side``), adaptive orientation, full fit-in (cover
+    without crop) and a focal box (in original pixels; ``offset`` is where the cut source
+    starts)."""
+    ops = size.operations
+    if size.fit is not Fit.OUTSIDE and ops == NO_OPERATIONS:
+        return size
+    width, height = size.width, size.height
+    if ops.original_width:
+        width = min(source.width, settings.max_output_side)
+    if ops.original_height:
+        height = min(source.height, settings.max_output_side)
+    if ops.adaptive and width and height:
+        source_portrait = source.width < source.height
+        box_portrait = width < height
+        if source_portrait != box_portrait and source.width != source.height and width != height:
+            width, height = height, width
+    fit = size.fit
+    if fit is Fit.OUTSIDE:
+        fit = Fit.INSIDE
+        if width and height:
+            # Scale by the larger ratio: the side that then fills the box is the one kept.
+            if source.width / width <= source.height / height:
+                height = None
+            else:
+                width = None
+    focal = size.focal
+    gravity = size.gravity
+    if gravity is Gravity.FOCAL and focal is None:
+        focal, gravity = _focal_percent(ops, source, offset)
+    return dataclasses.replace(
+        size, width=width, height=height, fit=fit, gravity=gravity, focal=focal
+    )
+
+
+def _focal_percent(
+    ops: Operations, source: Source, offset: tuple[int, int]
+) -> tuple[tuple[float, float] | None, Gravity]:
+    """The centre of the focal box, in percent of the (cut) source; centred when the box lies
+    outside the cut (thumbor drops such focal points)."""
+    assert ops.focal_box is not None
+    left, top, right, bottom = ops.focal_box
+    x = (left + right) / 2 - offset[0]
+    y = (top + bottom) / 2 - offset[1]
+    if not (0 <= x <= source.width and 0 <= y <= source.height):
+        return None, Gravity.CENTRE
+    return (100 * x / source.width, 100 * y / source.height), Gravity.FOCAL
+
+
 def plan(source: Source, size: Size, settings: RenderSettings) -> Geometry:
     """The box to thumbnail into. Never upscales unless the size says ``u``; a COVER box too
     large for the source shrinks, keeping its aspect ratio, so the crop is still exact.
@@ -235,7 +334,9 @@ def memory_bytes(source: Source, geometry: Geometry, *, whole: bool = False) -> 
     return decoded + coefficients + resized
 
 
-def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
+def thumbnail(
+    data: bytes, source: Source, geometry: Geometry, *, every_frame: bool = False
+) -> pyvips.Image:
     """Decode, orient, colour-manage and resize to the planned size in one libvips call: the
     exact path, and the path for every source but plain JPEGs.
 
@@ -243,8 +344,10 @@ def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
     and resizes with a Lanczos kernel. Sources tagged with another profile (Display P3, Adobe
     RGB) and CMYK are converted to sRGB; untagged and sRGB-tagged ones are sRGB already.
     ``fail_on=error`` makes truncated and corrupt files fail instead of rendering grey. The
-    crop is left to ``crop``: inside ``thumbnail`` it computes the whole resized image at once,
-    outside the reach of a deadline (an upscaled 1x2000 strip: a minute for one 1000x1000 crop).
+    crop is left to the pipeline's crop steps: inside ``thumbnail`` it computes the whole
+    resized image at once, outside the reach of a deadline (an upscaled 1x2000 strip: a minute
+    for one 1000x1000 crop).
+    ``every_frame``: all frames of an animation, each resized alike, as one strip.
     """
     # A COVER box is planned as the resized size: fitting inside it is covering the box.
     width, height = (
@@ -252,17 +355,10 @@ def thumbnail(data: bytes, source: Source, geometry: Geometry) -> pyvips.Image:
         if geometry.crop
         else (geometry.box_width, geometry.box_height)
     )
-    return thumbnail_buffer(data, source, width, height, geometry.upscale, "fail_on=error")
-
-
-def thumbnail_buffer(
-    data: bytes, source: Source, width: int, height: int, upscale: bool, load_options: str
-) -> pyvips.Image:
-    """libvips ``thumbnail`` into ``width`` x ``height``, to sRGB when the source needs it."""
     options: dict[str, object] = {
         "height": height,
-        "size": "both" if upscale else "down",
-        "option_string": load_options,
+        "size": "both" if geometry.upscale else "down",
+        "option_string": "n=-1,fail_on=error" if every_frame else "fail_on=error",
     }
     if source.needs_colour_transform:
         options["export_profile"] = "srgb"
@@ -307,15 +403,19 @@ def colour_manage(image: pyvips.Image, source: Source) -> pyvips.Image:
     return image.icc_transform("srgb", embedded=True, intent="relative")
 
 
-def crop(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
-    """The centre or smart (libvips attention) crop of a COVER box."""
+def crop_window(image: pyvips.Image, geometry: Geometry) -> Box | None:
+    """Where the COVER box lies in the resized image: centred, or where libvips' attention
+    finds the most interesting region (that search reads the whole image); None for no crop."""
     if geometry.crop is None:
-        return image
+        return None
     width = min(geometry.box_width, image.width)
     height = min(geometry.box_height, image.height)
     if (width, height) == (image.width, image.height):
-        return image
-    return image.smartcrop(width, height, interesting=geometry.crop)
+        return None
+    if geometry.crop == "attention":
+        found = image.smartcrop(width, height, interesting="attention")
+        return -found.xoffset, -found.yoffset, width, height  # extract_area's offsets
+    return (image.width - width) // 2, (image.height - height) // 2, width, height
 
 
 def crop_focal(image: pyvips.Image, geometry: Geometry) -> pyvips.Image:
