@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.servers",
     "tests.support.s3",
     "tests.support.faults",
+    "tests.support.fuzz",
 ]

@@ -69,6 +69,26 @@ def test_legacy_dpr_header_and_precedence() -> None:
     assert adapt("280", {"Sec-CH-DPR": "bad", "DPR": "2"})[0].width == 560
 
 
+# Numbers Python's float() reads but a hint never holds: a hint is ASCII digits with at most one
+# dot, anything else is malformed (and ignored, as every malformed hint is).
+@pytest.mark.parametrize(
+    "value",
+    ["1_0", "2_0", "1e1", "1E1", "+3", "0x2", "\u0663", "\uff13", "2.0.0", "inf", "NaN", "3 3"],
+)
+def test_hint_numbers_are_parsed_strictly(value: str) -> None:
+    for headers in ({"Sec-CH-DPR": value}, {"DPR": value}):
+        assert adapt("280", headers)[0].width == 280, (headers, adapt("280", headers)[0])
+    assert adapt("600w", {"Sec-CH-Width": value})[0].width == 600
+    assert adapt("600w", {"Width": value})[0].width == 600
+    # The next header in precedence then applies, as for any malformed hint.
+    assert adapt("280", {"Sec-CH-DPR": value, "DPR": "2"})[0].width == 560
+
+
+@pytest.mark.parametrize(("value", "width"), [("2", 560), ("2.", 560), (".5", 280), (" 1.5 ", 420)])
+def test_plain_decimal_hints_still_parse(value: str, width: int) -> None:
+    assert adapt("280", {"Sec-CH-DPR": value})[0].width == width
+
+
 def test_url_dpr_wins_over_the_hint() -> None:
     size, vary = adapt("280@2x", {"Sec-CH-DPR": "3"})
     assert size.width == 560

@@ -444,3 +444,62 @@ async def test_one_render_for_a_thumbor_url_and_its_tofu_twin(make_client: MakeC
     async with client.get("/metrics") as response:
         metrics = await response.text()
     assert re.search(r"^tofu_renders_total 1\.0$", metrics, re.MULTILINE), metrics
+
+
+# --- numbers at the boundary ------------------------------------------------------------------
+
+HUGE = "9" * 401  # past every C integer and double: a 500 with a traceback before ranges
+
+# Each filter argument and numeric URL part outside its range: a 400 at parse time naming the
+# part, so no render ever sees the value (thumbor's ranges where its docs give one).
+OUT_OF_RANGE: list[tuple[str, str]] = [
+    (f"300x0/filters:brightness({HUGE})/a.jpg", "brightness"),
+    ("300x0/filters:brightness(101)/a.jpg", "brightness"),
+    (f"300x0/filters:brightness(-{HUGE})/a.jpg", "brightness"),
+    (f"300x0/filters:contrast({HUGE})/a.jpg", "contrast"),
+    ("300x0/filters:contrast(-101)/a.jpg", "contrast"),
+    (f"300x0/filters:round_corner({HUGE},0,0,0)/a.jpg", "round_corner"),
+    (f"300x0/filters:round_corner(20|{HUGE},0,0,0)/a.jpg", "round_corner"),
+    ("300x0/filters:round_corner(20,256,0,0)/a.jpg", "round_corner"),
+    (f"300x0/filters:round_corner(20,0,0,{HUGE})/a.jpg", "round_corner"),
+    (f"trim:{HUGE}/300x0/a.jpg", "trim"),
+    ("trim:top-left:443/300x0/a.jpg", "trim"),
+    (f"300x200/filters:focal({HUGE}x0:{HUGE}x1)/a.jpg", "focal"),
+    ("300x200/filters:focal(0x0:10000001x1)/a.jpg", "focal"),
+    (f"{HUGE}x0:{HUGE}x1/300x0/a.jpg", "crop"),
+    (f"300x0/filters:rotate({HUGE})/a.jpg", "rotate"),
+    (f"300x0/filters:max_bytes({HUGE})/a.jpg", "max_bytes"),
+]
+
+
+@pytest.mark.parametrize(("path", "part"), OUT_OF_RANGE)
+def test_numbers_out_of_range_are_400_naming_the_part(path: str, part: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(part)) as caught:
+        parse_options(path, max_side=4096)
+    assert len(caught.value.reason) < 120, caught.value.reason  # one short line, not the number
+
+
+# Where thumbor clamps (sizes to MAX_WIDTH, quality, blur's radius to 150, its sigma), huge
+# values clamp.
+CLAMPED: list[tuple[str, Size]] = [
+    (f"{HUGE}x0/a.jpg", Size(4096, None)),
+    (f"300x0/filters:blur({HUGE})/a.jpg", Size(300, None, operations=ops(blur=(150, 150.0)))),
+    (f"300x0/filters:blur(2,{HUGE})/a.jpg", Size(300, None, operations=ops(blur=(2, 14.0)))),
+    ("300x0/filters:quality(0)/a.jpg", Size(300, None, quality=1)),
+    (f"300x0/filters:quality({HUGE})/a.jpg", Size(300, None, quality=100)),
+]
+
+
+@pytest.mark.parametrize(("path", "size"), CLAMPED)
+def test_numbers_thumbor_clamps_are_clamped(path: str, size: Size) -> None:
+    assert parse_options(path, max_side=4096).size == size
+
+
+async def test_huge_filter_numbers_over_http_are_one_line_400s(make_client: MakeClient) -> None:
+    client = await make_client(origin=(str(SAMPLES),), dev=True)
+    for path, part in OUT_OF_RANGE:
+        status, body, _ = await _get(client, f"/unsafe/{path.replace('a.jpg', IMAGE)}")
+        text = body.decode()
+        assert status == 400 and part in text and text.count("\n") == 1, (path, status, text)
+    status, _, _ = await _get(client, f"/unsafe/300x200/{IMAGE}")
+    assert status == 200

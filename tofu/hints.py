@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -34,6 +35,10 @@ ACCEPT_CH = "Sec-CH-DPR, Sec-CH-Width, Sec-CH-Viewport-Width, DPR, Width, Viewpo
 DPR_HEADERS = ("Sec-CH-DPR", "DPR")  # in order of precedence
 WIDTH_HEADERS = ("Sec-CH-Width", "Width")
 SAVE_DATA = "Save-Data"
+# A hint's number: ASCII digits with at most one dot (sf-decimal, as the Client Hints drafts
+# define them; the legacy hints' values too). float() alone would also read "1_0" as 10, and
+# "1e1", "+3", non-ASCII digits, "nan" and "inf". Ten digits each side keep it finite.
+_HINT_NUMBER = re.compile(r"[0-9]{1,10}(?:\.[0-9]{0,10})?|\.[0-9]{1,10}")
 # What a worker forwards when it asks a sibling for a rendition (tofu.peers).
 HINT_HEADERS = (*DPR_HEADERS, *WIDTH_HEADERS, SAVE_DATA)
 # Save-Data only lowers a default quality: the bytes of the other formats do not change.
@@ -115,17 +120,14 @@ def _join(names: tuple[str, ...], quality_applies: bool) -> str | None:
 
 
 def _first_number(headers: Mapping[str, str], names: tuple[str, ...]) -> float | None:
-    """The first of ``names`` present with a finite positive number; malformed hints are
-    ignored (they are advice, not a reason to fail)."""
+    """The first of ``names`` present with a positive number; malformed hints are ignored
+    (they are advice, not a reason to fail)."""
     for name in names:
-        raw = headers.get(name)
-        if raw is None:
+        text = headers.get(name, "").strip(" \t")  # HTTP's optional whitespace
+        if _HINT_NUMBER.fullmatch(text) is None:
             continue
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            continue
-        if math.isfinite(value) and value > 0:
+        value = float(text)
+        if value > 0:
             return value
     return None
 

@@ -76,7 +76,8 @@ def owner_of(encoded: bytes, workers: int) -> int:
 
 # A codec per type hint, built once from the dataclasses' field types, so that a field added to
 # Transform or Size needs no code here as long as its type is among these: str, int, bool,
-# float, an Enum, a tuple of those, a frozen dataclass, or an optional/union of them.
+# float, a str subclass that validates (tofu.keys.Key), an Enum, a tuple of those, a frozen
+# dataclass, or an optional/union of them.
 _Encode = Callable[[Any], Any]
 _Decode = Callable[[Any], Any]
 
@@ -93,6 +94,9 @@ def _codec(hint: Any) -> tuple[_Encode, _Decode]:
         return _tuple_codec(hint)
     if hint in (str, int, bool):
         return _identity, functools.partial(_exact, hint)
+    if isinstance(hint, type) and issubclass(hint, str):
+        # Its constructor validates (ValueError): a sibling's key is checked like a URL's.
+        return str, lambda data: hint(_exact(str, data))
     if hint is float:
         return _identity, _finite_float
     raise TypeError(f"cannot encode a field of type {hint!r} for a peer")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tofu.formats import ImageFormat
+from tofu.keys import Key
 
 __all__ = ["Fit", "Gravity", "ImageFormat", "Size", "Transform"]
 
@@ -143,7 +144,7 @@ class Size:
 class Transform:
     """One rendition: the original's key at the origin and the size to render it at."""
 
-    key: str
+    key: Key  # built by tofu.keys.parse_key where the URL is parsed
     size: Size
     _hash: int = field(init=False, repr=False, compare=False)
 

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 from tofu.errors import BadRequest
 from tofu.formats import BY_NAME, ImageFormat
 from tofu.hints import Adapt
+from tofu.keys import Key, parse_key
 from tofu.transform import Fit, Gravity, Size, Transform
 
 # HMAC-SHA256 in unpadded URL-safe base64.
@@ -72,10 +73,29 @@ class ParsedPath:
         return ParsedPath(
             None,
             f"/{self.signature}{self.signed_path}",
-            Transform(f"{self.signature}/{self.transform.key}", self.transform.size),
+            Transform(Key(f"{self.signature}/{self.transform.key}"), self.transform.size),
             self.size_token,
             self.adapt,
         )
+
+
+def bounded_int(text: str, low: int, high: int, what: str) -> int:
+    """``text`` (digits with an optional sign, as a grammar's pattern matched it) as an integer
+    within ``low``-``high``; ``BadRequest`` naming ``what`` otherwise. The digits are counted
+    before converting, so a number of any length is refused without being converted (Python
+    refuses to convert over 4,300 digits) and no later stage meets a value beyond the range."""
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) <= max(len(str(abs(low))), len(str(abs(high)))):
+        value = int(text)
+        if low <= value <= high:
+            return value
+    raise BadRequest(f"{what} must be {low} to {high}")
+
+
+def clamped_int(text: str, high: int) -> int:
+    """``text`` (digits only) as an integer, values above ``high`` (of any length) as ``high``."""
+    digits = text.lstrip("0")
+    return high if len(digits) > len(str(high)) else min(int(text), high)
 
 
 def parse_size(token: str, max_side: int) -> Size:
@@ -211,8 +231,8 @@ def _decode_segment(raw: str) -> str:
         segment = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("path is not valid percent-encoded UTF-8") from None
-    if segment in ("", ".", "..") or any(c in segment for c in "/\\\x00"):
-        raise BadRequest("path has an empty, dot or encoded-separator segment")
+    if "/" in segment:  # %2F: one segment of the URL is one name of the key
+        raise BadRequest("path has an encoded separator")
     return segment
 
 
@@ -227,7 +247,7 @@ def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> Parse
     if len(segments) < 2:
         raise BadRequest("expected /{prefix...}/{size}/{name}")
     *prefix, token, name = segments
-    key = "/".join(_decode_segment(s) for s in [*prefix, name])
+    key = parse_key("/".join(_decode_segment(s) for s in [*prefix, name]))
     size, adapt = _parse_size(_decode_segment(token), max_side)
     signed_path = "/" + "/".join(segments)
     return ParsedPath(signature, signed_path, Transform(key, size), token, adapt)

@@ -30,6 +30,7 @@ import webcolors
 from tofu.errors import BadRequest, Forbidden
 from tofu.formats import BY_NAME
 from tofu.hints import Adapt
+from tofu.keys import Key, parse_key
 from tofu.transform import (
     NO_OPERATIONS,
     Colour,
@@ -45,7 +46,7 @@ from tofu.transform import (
     Trim,
     TrimCorner,
 )
-from tofu.urls import ParsedPath
+from tofu.urls import ParsedPath, bounded_int, clamped_int
 
 # A signature segment: 27 base64url characters and the "=" padding, which clients may send
 # percent-encoded.
@@ -69,7 +70,15 @@ _URL_RE = re.compile(
 )
 _HALIGN = {"left": 0.0, "center": 50.0, "right": 100.0}
 _VALIGN = {"top": 0.0, "middle": 50.0, "bottom": 100.0}
+# Ranges of numbers in the URL. Where thumbor documents a range (brightness, contrast, trim's
+# tolerance) or its C code needs one (round_corner's colour bytes), a number outside it is a
+# 400; where thumbor clamps (sizes, quality, blur's radius and sigma), tofu clamps alike. The
+# rest are bounded generously, so that no later stage sees a number it cannot convert.
 _MAX_BLUR_RADIUS = 150  # thumbor's cap
+_MAX_TRIM_TOLERANCE = 442  # thumbor's: the largest RGB distance, sqrt(3) * 255
+_MAX_ROTATION = 3600  # degrees; thumbor takes angles modulo 360
+_MAX_BYTES = 2**31 - 1
+MAX_COORDINATE = 10_000_000  # source pixels (crop and focal boxes): libvips' VIPS_MAX_COORD
 _MAX_SIGMA_PER_RADIUS = 7.0
 _MAX_SIGMA = 1000.0  # libvips' gaussblur limit
 
@@ -102,7 +111,8 @@ def _boolean(text: str | None) -> bool:
 class _Request:
     """What a thumbor URL asks for, gathered while parsing (mutable; becomes a ``Size``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_side: int) -> None:
+        self.max_side = max_side  # the largest output side: the bound of output-pixel arguments
         self.quality: int | None = None
         self.format: ImageFormat | None = None
         self.upscale = False
@@ -110,7 +120,8 @@ class _Request:
 
 
 def _quality(request: _Request, value: str) -> None:
-    request.quality = min(max(int(value), 1), 100)
+    # Clamped to 1-100, as thumbor's encoders clamp it.
+    request.quality = max(clamped_int(value, 100), 1)
 
 
 def _format(request: _Request, value: str) -> None:
@@ -131,7 +142,9 @@ def _fill(request: _Request, colour: str, merge: str | None = None) -> None:
 def _focal(request: _Request, box: str) -> None:
     parsed = re.match(r"(\d+)x(\d+):(\d+)x(\d+)", box.strip("'"))
     if parsed:
-        left, top, right, bottom = (int(v) for v in parsed.groups())
+        left, top, right, bottom = (
+            bounded_int(v, 0, MAX_COORDINATE, "focal(LxT:RxB) coordinates") for v in parsed.groups()
+        )
         if right - left and bottom - top:
             request.operations["focal_box"] = (left, top, right, bottom)
 
@@ -156,17 +169,17 @@ def _ignore(request: _Request) -> None:
 
 
 def _rotate(request: _Request, value: str) -> None:
-    degrees = int(value)
+    degrees = bounded_int(value, -_MAX_ROTATION, _MAX_ROTATION, "rotate(angle)")
     if degrees % 90 == 0:  # thumbor ignores other angles
         request.operations["rotate"] = degrees % 360
 
 
 def _max_bytes(request: _Request, value: str) -> None:
-    request.operations["max_bytes"] = int(value)
+    request.operations["max_bytes"] = bounded_int(value, 0, _MAX_BYTES, "max_bytes(bytes)")
 
 
 def _blur(request: _Request, radius: str, sigma: str | None = None) -> None:
-    size = min(int(radius), _MAX_BLUR_RADIUS)
+    size = clamped_int(radius, _MAX_BLUR_RADIUS)
     spread = abs(float(sigma)) if sigma else 0.0  # thumbor squares it; 0 means the radius
     # Beyond a few radii the truncated Gaussian is a box blur already; capping it keeps the
     # libvips mask within the radius (an unbounded sigma would make it unbounded).
@@ -175,22 +188,33 @@ def _blur(request: _Request, radius: str, sigma: str | None = None) -> None:
 
 
 def _brightness(request: _Request, value: str) -> None:
-    request.operations["brightness"] = int(value)
+    request.operations["brightness"] = bounded_int(value, -100, 100, "brightness(amount)")
 
 
 def _contrast(request: _Request, value: str) -> None:
-    request.operations["contrast"] = int(value)
+    request.operations["contrast"] = bounded_int(value, -100, 100, "contrast(amount)")
 
 
 def _round_corner(
-    request: _Request, radius: str, red: str, green: str, blue: str, transparent: str | None = None
+    request: _Request,
+    radius: str,
+    red: str,
+    green: str,
+    blue: str,
+    transparent: str | None = None,
 ) -> None:
-    radius_x, _, radius_y = radius.partition("|")
+    text_x, _, text_y = radius.partition("|")
+    radius_x, radius_y = (
+        bounded_int(r, 0, request.max_side, "round_corner(radius)")
+        for r in (text_x, text_y or text_x)
+    )
+    # Bytes in thumbor's C code (which fails on anything larger).
+    red_, green_, blue_ = (
+        bounded_int(c, 0, 255, "round_corner(r,g,b)") for c in (red, green, blue)
+    )
     alpha = 0 if _boolean(transparent) else 255
     request.operations["round_corner"] = RoundCorner(
-        int(radius_x),
-        int(radius_y or radius_x),
-        (min(int(red), 255), min(int(green), 255), min(int(blue), 255), alpha),
+        radius_x, radius_y, (red_, green_, blue_, alpha)
     )
 
 
@@ -264,18 +288,14 @@ def _apply_filters(request: _Request, filters: str) -> None:
         apply(request, *match.groups())
 
 
-def _image_key(raw: str) -> str:
+def _image_key(raw: str) -> Key:
     try:
         key = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("image path is not valid percent-encoded UTF-8") from None
     if re.match(r"[a-z][a-z0-9+.-]*://", key, re.IGNORECASE):
         raise BadRequest("image must be a key in the origin, not a URL (no HTTP loader)")
-    key = key.lstrip("/")
-    segments = key.split("/")
-    if any(s in ("", ".", "..") for s in segments) or "\\" in key or "\x00" in key:
-        raise BadRequest("image path has an empty or dot segment")
-    return key
+    return parse_key(key.lstrip("/"))  # thumbor's file loader strips leading slashes
 
 
 def parse_options(path: str, max_side: int) -> Transform:
@@ -290,16 +310,20 @@ def parse_options(path: str, max_side: int) -> Transform:
     # Tornado decodes each group of the route before thumbor sees it.
     filters = unquote(match["filters"] or "")
 
-    request = _Request()
+    request = _Request(max_side)
     ops: dict[str, Any] = {}
     if match["trim"]:
         parts = match["trim"].split(":")[1:]
         corner = TrimCorner.TOP_LEFT
         if parts and parts[0] in ("top-left", "bottom-right"):
             corner = TrimCorner(parts.pop(0))
-        ops["trim"] = Trim(corner, int(parts[0]) if parts else 0)
+        tolerance = bounded_int(parts[0], 0, _MAX_TRIM_TOLERANCE, "trim tolerance") if parts else 0
+        ops["trim"] = Trim(corner, tolerance)
     if match["crop_left"] is not None:
-        box = tuple(int(match[g]) for g in ("crop_left", "crop_top", "crop_right", "crop_bottom"))
+        box = tuple(
+            bounded_int(match[g], 0, MAX_COORDINATE, "crop (LxT:RxB) coordinates")
+            for g in ("crop_left", "crop_top", "crop_right", "crop_bottom")
+        )
         left, top, right, bottom = box
         if any(box) and left < right and top < bottom:
             ops["crop"] = (left, top, right, bottom)
@@ -310,8 +334,8 @@ def parse_options(path: str, max_side: int) -> Transform:
 
     # thumbor clamps sizes to MAX_WIDTH/MAX_HEIGHT; tofu's limit is --max-output-side.
     width_text, height_text = match["width"], match["height"]
-    width = min(int(width_text), max_side) if width_text and width_text != "orig" else 0
-    height = min(int(height_text), max_side) if height_text and height_text != "orig" else 0
+    width = clamped_int(width_text, max_side) if width_text and width_text != "orig" else 0
+    height = clamped_int(height_text, max_side) if height_text and height_text != "orig" else 0
     original_width, original_height = width_text == "orig", height_text == "orig"
 
     fit_in = bool(match["fit_in"])

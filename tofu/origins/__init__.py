@@ -23,7 +23,9 @@ class Original:
 
 
 class Origin(Protocol):
-    """A store of originals, addressed by the key a ``Transform`` carries."""
+    """A store of originals, addressed by the key a ``Transform`` carries (a ``tofu.keys.Key``,
+    validated where the URL was parsed; a backend turning it into a path or URL checks it
+    again with ``tofu.keys.origin_key``, the same rule)."""
 
     async def fetch(self, key: str) -> Original:
         """The original at ``key``; raises ``NotFound``, ``OriginError``, ``OriginTimeout``,

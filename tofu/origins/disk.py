@@ -9,6 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tofu.errors import NotFound, OriginError, Unprocessable
+from tofu.keys import origin_key
 from tofu.origins import Original
 from tofu.origins.sources import Source
 
@@ -32,9 +33,8 @@ class DiskOrigin:
         self._max_bytes = max_bytes
 
     def _resolve(self, key: str) -> str:
-        if "\x00" in key:  # no file name has one; os calls would raise ValueError
-            raise NotFound(f"no original at {key!r}")
-        path = os.path.realpath(os.path.join(self._root, key))
+        # The key rule keeps ".." and absolute paths out; the real path keeps symlinks in.
+        path = os.path.realpath(os.path.join(self._root, origin_key(key)))
         if os.path.commonpath([self._root, path]) != self._root or path == self._root:
             # Reported as missing: whether something exists outside the root is not the
             # client's business.

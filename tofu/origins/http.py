@@ -2,7 +2,7 @@
 
 The host comes from the configuration only: a key is percent-encoded into one path below BASE
 and refused (404, as the disk origin does) when it holds anything that could lead elsewhere
-(dot segments, backslashes, empty segments, control characters), so no request can reach
+(dot segments, backslashes, empty segments, NUL: ``tofu.keys``), so no request can reach
 another host or a file outside BASE. Redirects are followed only to such a path below BASE on
 the same scheme, host and port, at most ``_MAX_REDIRECTS`` of them; any other ``Location``
 (outside BASE, another host, malformed) is a 502. One aiohttp session per process (pooled
@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from tofu.errors import NotFound, OriginError, UnsupportedMediaType
+from tofu.keys import origin_key
 from tofu.origins import Original
 from tofu.origins.policy import (
     CHUNK,
@@ -75,12 +76,7 @@ def open_source(source: Source, config: Config) -> HttpOrigin:
 def key_path(key: str) -> str:
     """``key`` as a percent-encoded relative path, or ``NotFound`` when it is not a plain
     sequence of names (nothing in it may climb out of BASE or name another host)."""
-    segments = key.split("/")
-    if any(
-        s in ("", ".", "..") or "\\" in s or any(ord(c) < 0x20 or ord(c) == 0x7F for c in s)
-        for s in segments
-    ):
-        raise NotFound(f"no original at {key!r}")
+    segments = origin_key(key).split("/")
     # Everything but unreserved characters is encoded: "%2F", "@", "?", "#", ":" stay data.
     return "/".join(quote(s, safe="") for s in segments)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tofu.errors import NotFound
+from tofu.keys import Key, origin_key
 from tofu.origins import Origin, Original
 
 
@@ -22,11 +23,12 @@ class RoutedOrigin:
     def origins(self) -> list[Origin]:
         return [origin for _, origin in self._routes]
 
-    def route(self, key: str) -> tuple[Origin, str]:
-        """The origin serving ``key`` and the key within it."""
+    def route(self, key: str) -> tuple[Origin, Key]:
+        """The origin serving ``key`` and the key within it (a prefix is whole names, each
+        ending with "/", so what follows it is a key too)."""
         for prefix, origin in self._routes:
             if key.startswith(prefix):
-                return origin, key[len(prefix) :]
+                return origin, origin_key(key[len(prefix) :])
         raise NotFound(f"no origin serves {key!r}")
 
     async def fetch(self, key: str) -> Original:

@@ -22,6 +22,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tofu.errors import NotFound, OriginError
+from tofu.keys import origin_key
 from tofu.origins import Original
 from tofu.origins.policy import (
     CHUNK,
@@ -129,6 +130,7 @@ class S3Origin:
         return self._client
 
     async def fetch(self, key: str) -> Original:
+        key = origin_key(key)  # nothing outside the prefix, whatever the store does with ".."
         client = self._client or await self._open()
         return await self._policy.run(lambda: self._get(client, key), "S3")
 
