@@ -252,7 +252,7 @@ def test_image_keys(path: str, key: str) -> None:
     ("path", "reason"),
     [
         ("meta/a.jpg", "meta/"),
-        ("meta/300x200/a.jpg", "meta/"),
+        ("meta/trim/300x200/a.jpg", "meta/ with trim"),
         ("debug/a.jpg", "debug/"),
         ("300x0/http%3A%2F%2Fexample.com%2Fa.jpg", "not a URL"),
         ("300x0/https://example.com/a.jpg", "not a URL"),
