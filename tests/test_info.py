@@ -23,7 +23,7 @@ from tests.support.metrics import metric
 from tests.support.servers import FIXTURES, SAMPLES
 from tofu.errors import Unprocessable, UnsupportedMediaType
 from tofu.render import RenderSettings, render
-from tofu.render.documents import dominant_colour, thumb_hash
+from tofu.render.documents import blur_hash, dominant_colour, thumb_hash
 from tofu.urls import parse_size
 
 SETTINGS = RenderSettings()
@@ -166,6 +166,25 @@ def test_thumbhash_of_an_opaque_image_matches_the_reference_encoder() -> None:
     assert len(ours) == len(theirs)
     assert ours[:5] == theirs[:5]  # the header: averages, scales, shape
     assert sum(a != b for a, b in zip(ours, theirs, strict=True)) <= 3
+
+
+@pytest.mark.parametrize(
+    "path", [PHOTO, SAMPLES / "logos" / "rgba.png", FIXTURES / "color" / "cmyk-sample.jpg"]
+)
+@pytest.mark.parametrize("turn", [False, True])
+def test_blurhash_is_the_reference_encoders(path: Path, turn: bool) -> None:
+    """The same string as the blurhash package's encoder (the reference's port), landscape and
+    portrait, transparency flattened onto white."""
+    image = pyvips.Image.thumbnail(str(path), 32, height=32, export_profile="srgb")
+    image = image.rot90() if turn else image
+    image = image if image.hasalpha() else image.bandjoin(255)
+    rgba = np.ndarray(
+        buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, 4)
+    )
+    alpha = rgba[:, :, 3:4] / 255
+    flat = rgba[:, :, :3] * alpha + 255 * (1 - alpha)
+    across, down = (4, 3) if image.width >= image.height else (3, 4)
+    assert blur_hash(rgba) == blurhash.encode(flat.tolist(), across, down)
 
 
 @pytest.mark.parametrize(
