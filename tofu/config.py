@@ -495,8 +495,8 @@ class Config:
             )
         elif self.dev:
             warnings.append(
-                "--dev opens nothing here (a key or an allowlist is configured); it only lets "
-                "keys under 32 bytes through"
+                "--dev opens nothing here (a key, an allowlist or --presets-only is "
+                "configured); it only lets keys under 32 bytes through"
             )
         if self.thumbor_weak_key and any(
             len(key.encode(errors="surrogateescape")) < MIN_SECRET_BYTES for key in self.thumbor_key
