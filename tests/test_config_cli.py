@@ -269,7 +269,7 @@ def test_config_prints_json_with_secrets_masked(
     assert described["workers"] == 2
     assert described["max_age"] == 600
     assert described["negotiate"] == ["avif", "webp"]
-    assert set(described) == {s.name for s in SETTINGS} | {"origins"}
+    assert set(described) == {s.name for s in SETTINGS} | {"origins", "presets"}
     assert described["origins"] == [{"prefix": "(default)", "sources": [str(SAMPLES)]}]
 
 

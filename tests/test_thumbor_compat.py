@@ -6,6 +6,7 @@ exempt, thumbor without detectors crops the centre). Each server starts once for
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.error
 import urllib.request
@@ -21,7 +22,7 @@ from skimage.metrics import structural_similarity
 
 from bench.servers import Running, ensure_thumbor, start_thumbor
 
-from .support.servers import SAMPLES, TofuProcess, start_tofu
+from .support.servers import FIXTURES, SAMPLES, TofuProcess, start_tofu
 
 KEY = "compat-security-key-of-32-bytes!"
 MIN_SSIM = 0.8
@@ -54,6 +55,11 @@ def make_originals(root: Path) -> None:
     framed = picture.embed(40, 40, 680, 480, extend="background", background=[255, 255, 255])
     framed.pngsave(str(root / "framed.png"))
     (root / "notes.txt").write_text("not an image\n")
+    shutil.copy(FIXTURES / "animated" / "cogs.gif", root / "cogs.gif")  # 85x77, 5 frames
+    # The photo stored turned a quarter, with EXIF orientation 6 to show it upright.
+    turned = pyvips.Image.new_from_file(str(root / "photo.jpg")).rot90().copy()
+    turned.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    turned.jpegsave(str(root / "oriented.jpg"), Q=90)
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +229,61 @@ def test_documented_differences(servers: tuple[Running, TofuProcess]) -> None:
     assert theirs.content_type == ours.content_type == "image/jpeg"
     assert max(decode(theirs.body).getpoint(0, 0)) < 200
     assert min(decode(ours.body).getpoint(0, 0)) > 250
-    # meta/ (JSON) is refused with a reason rather than answered.
+    # meta/: thumbor 7 reports the processed size as the source's; tofu the original's.
     theirs, ours = (fetch(s.url, "/unsafe/meta/300x200/photo.jpg") for s in (thumbor, tofu))
-    assert theirs.status == 200 and theirs.content_type.startswith("application/json")
-    assert ours.status == 400 and b"meta/" in ours.body
+    their_source = json.loads(theirs.body)["thumbor"]["source"]
+    our_source = json.loads(ours.body)["thumbor"]["source"]
+    assert (their_source["width"], their_source["height"]) == (300, 200)
+    assert (our_source["width"], our_source["height"]) == (1600, 1000)
+    # meta/ with trim: refused (the document is computed from the header).
+    assert fetch(tofu.url, "/unsafe/meta/trim/framed.png").status == 400
+
+
+META_URLS = [
+    "meta/photo.jpg",
+    "meta/oriented.jpg",
+    "meta/cogs.gif",
+    "meta/logo.png",
+    "meta/300x200/photo.jpg",
+    "meta/300x200/oriented.jpg",
+    "meta/fit-in/300x200/photo.jpg",
+    "meta/full-fit-in/300x200/photo.jpg",
+    "meta/300x0/photo.jpg",
+    "meta/-300x-200/photo.jpg",
+    "meta/100x100:900x700/300x200/photo.jpg",
+    "meta/200x200/right/photo.jpg",
+    "meta/300x200/filters:focal(0x0:400x400)/photo.jpg",
+    "meta/fit-in/100x100/cogs.gif",
+]
+
+
+def _numbers(value: object) -> object:
+    """thumbor writes some sizes as floats (300.0): compare them as the integers they are."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("path", META_URLS)
+def test_meta_as_thumbor_answers_it(servers: tuple[Running, TofuProcess], path: str) -> None:
+    """Every field both produce is equal: the operations (crops in source pixels, resize,
+    flips), the target, the frame count, and the source's size where thumbor reports it
+    (with no operation: thumbor 7 reports the processed size there)."""
+    thumbor, tofu = servers
+    theirs, ours = fetch(thumbor.url, "/unsafe/" + path), fetch(tofu.url, "/unsafe/" + path)
+    assert (theirs.status, ours.status) == (200, 200), ours.body[:200]
+    assert theirs.content_type.startswith("application/json")
+    assert ours.content_type == "application/json"
+    their_meta = _numbers(json.loads(theirs.body)["thumbor"])
+    our_meta = json.loads(ours.body)["thumbor"]
+    assert isinstance(their_meta, dict)
+    assert our_meta["operations"] == their_meta["operations"]
+    assert our_meta["target"] == their_meta["target"]
+    assert our_meta["source"]["frameCount"] == their_meta["source"]["frameCount"]
+    if not their_meta["operations"]:
+        for side in ("width", "height"):
+            assert our_meta["source"][side] == their_meta["source"][side]

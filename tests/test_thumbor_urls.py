@@ -4,6 +4,7 @@ configuration and the HTTP surface (in process)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -251,8 +252,7 @@ def test_image_keys(path: str, key: str) -> None:
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
-        ("meta/a.jpg", "meta/"),
-        ("meta/300x200/a.jpg", "meta/"),
+        ("meta/trim/300x200/a.jpg", "meta/ with trim"),
         ("debug/a.jpg", "debug/"),
         ("300x0/http%3A%2F%2Fexample.com%2Fa.jpg", "not a URL"),
         ("300x0/https://example.com/a.jpg", "not a URL"),
@@ -421,7 +421,7 @@ async def test_production_mode(make_client: MakeClient) -> None:
     ]:
         status, body, _ = await _get(client, path)
         assert status == 403 and body.decode().startswith(reason), path
-    status, _, _ = await _get(client, "/unsafe/meta/a.jpg")
+    status, _, _ = await _get(client, "/unsafe/meta/trim/a.jpg")
     assert status == 400  # malformed before unauthorised, as for tofu's own URLs
 
 
@@ -429,11 +429,9 @@ async def test_thumbor_unsafe_flag_opens_unsafe_urls(make_client: MakeClient) ->
     client = await make_client(origin=(str(SAMPLES),), secret=("s",), thumbor_unsafe=True)
     status, _, _ = await _get(client, f"/unsafe/300x0/{IMAGE}")
     assert status == 200
-    status, body, _ = await _get(client, f"/unsafe/meta/300x0/{IMAGE}")
-    assert (status, body.decode().strip()) == (
-        400,
-        "meta/ (thumbor's JSON metadata) is not supported",
-    )
+    status, body, content_type = await _get(client, f"/unsafe/meta/300x0/{IMAGE}")
+    assert (status, content_type) == (200, "application/json")
+    assert json.loads(body)["thumbor"]["target"] == {"width": 300, "height": 188}
 
 
 async def test_one_render_for_a_thumbor_url_and_its_tofu_twin(make_client: MakeClient) -> None:

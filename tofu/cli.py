@@ -15,7 +15,9 @@ URL grammar: /[{signature}/]{prefix...}/{size}/{name} renders the original at {p
 Size tokens: 280 (width), x200 (height), 650s or 894x1461s (fit inside), 280x194c (cover + crop),
 280x194a (smart crop), 280x194f30-60 (crop around a focal point, percent), then options:
 q60 (quality), u (allow upscaling), @2x (device pixel ratio), w (width from the Sec-CH-Width
-client hint), .webp/.avif/.png/.jpeg/.gif (format).
+client hint), .webp/.avif/.png/.jpeg/.gif (format). A preset's name (--preset card=280x194c)
+may stand where a size token goes, and so may info: a JSON document about the original (size,
+format, dominant colour, BlurHash, ThumbHash).
 
 Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_CACHE_SIZE=512MB);
 lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET and

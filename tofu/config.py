@@ -17,7 +17,7 @@ from tofu.errors import BadRequest
 from tofu.formats import FORMATS
 from tofu.origins.sources import Route, parse_route, parse_table
 from tofu.transform import ImageFormat
-from tofu.urls import SizeSpec, parse_size_spec
+from tofu.urls import Preset, SizeSpec, parse_preset, parse_size_spec
 
 
 class ConfigError(Exception):
@@ -247,6 +247,21 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
     ),
     Setting(
+        "preset",
+        "a named size, NAME=SIZE (e.g. card=280x194c, hero=1200x630cq70): URLs may name it "
+        "where a size token goes, for the same rendition as the token; repeat for several. "
+        "The variable holds one per line",
+        multiple=True,
+        split=_lines,
+        split_flag=False,
+    ),
+    Setting(
+        "presets_only",
+        "serve tofu URLs only at a preset's size, signed or not; preset URLs need no "
+        "signature (thumbor URLs are unaffected)",
+        flag_only=True,
+    ),
+    Setting(
         "dev",
         "development mode: with no key and no allowlist configured, every URL of both "
         "grammars is served unsigned; keys shorter than 32 bytes are accepted",
@@ -421,6 +436,8 @@ class Config:
     secret: tuple[str, ...] = ()  # Config.load adds the --secret-file ones
     secret_file: tuple[str, ...] = ()
     sizes: tuple[str, ...] = ()
+    preset: tuple[str, ...] = ()  # NAME=SIZE each
+    presets_only: bool = False
     dev: bool = False
     thumbor_key: tuple[str, ...] = ()
     thumbor_weak_key: bool = False
@@ -466,7 +483,7 @@ class Config:
     def dev_open(self) -> bool:
         """Whether ``--dev`` opens the grammars: only where nothing restricts them (no secret,
         no thumbor key, no allowlist). Otherwise it would quietly undo what is configured."""
-        return self.dev and not (self.secret or self.thumbor_key or self.sizes)
+        return self.dev and not (self.secret or self.thumbor_key or self.sizes or self.presets_only)
 
     def start_warnings(self) -> list[str]:
         """What a server logs as warnings when it starts with this configuration."""
@@ -478,8 +495,8 @@ class Config:
             )
         elif self.dev:
             warnings.append(
-                "--dev opens nothing here (a key or an allowlist is configured); it only lets "
-                "keys under 32 bytes through"
+                "--dev opens nothing here (a key, an allowlist or --presets-only is "
+                "configured); it only lets keys under 32 bytes through"
             )
         if self.thumbor_weak_key and any(
             len(key.encode(errors="surrogateescape")) < MIN_SECRET_BYTES for key in self.thumbor_key
@@ -497,6 +514,18 @@ class Config:
             return parse_table(self.origin)
         except ValueError:
             return ()
+
+    @property
+    def presets(self) -> dict[str, Preset]:
+        """The presets by name (the valid ones: ``load`` refuses a configuration with others)."""
+        presets: dict[str, Preset] = {}
+        for text in self.preset:
+            try:
+                preset = parse_preset(text, self.max_output_side)
+            except ValueError:
+                continue
+            presets.setdefault(preset.name, preset)
+        return presets
 
     @property
     def allowed_sizes(self) -> frozenset[SizeSpec]:
@@ -534,12 +563,36 @@ class Config:
         )
         if self.thumbor_weak_key and not self.thumbor_key:
             problems.append("--thumbor-weak-key needs --thumbor-key")
-        opened = self.secret or self.sizes or self.thumbor_key or self.thumbor_unsafe or self.dev
+        opened = (
+            self.secret
+            or self.sizes
+            or self.thumbor_key
+            or self.thumbor_unsafe
+            or self.dev
+            or self.presets_only
+        )
         if not opened:
             problems.append(
                 "refusing to serve every size unsigned: give --secret KEY (signed URLs), "
                 "--sizes LIST (an allowlist), --thumbor-key KEY (signed thumbor URLs), "
                 "or --dev for local development"
+            )
+        names: set[str] = set()
+        for text in self.preset:
+            try:
+                name = parse_preset(text, self.max_output_side).name
+            except ValueError as exc:
+                problems.append(f"--preset: {exc}")
+                continue
+            if name in names:
+                problems.append(f"--preset: {name!r} is defined twice")
+            names.add(name)
+        if self.presets_only and not self.preset:
+            problems.append("--presets-only needs at least one --preset")
+        if self.presets_only and self.sizes:
+            problems.append(
+                "--sizes with --presets-only: only presets are served, so the allowlist "
+                "would never apply (define presets instead)"
             )
         for token in self.sizes:
             try:
@@ -584,6 +637,7 @@ class Config:
             }
             for route in self.origin_table
         ]
+        out["presets"] = {name: preset.token for name, preset in self.presets.items()}
         return out
 
 

@@ -26,6 +26,7 @@ from tofu.origins import Origin, open_origin
 from tofu.peers import Peers
 from tofu.render_budget import RenderBudget
 from tofu.service import Entry, ImageService
+from tofu.transform import Output
 from tofu.urls import ParsedPath
 
 # Errors are cached briefly by CDNs (a 404 may be uploaded soon); server errors never.
@@ -110,10 +111,12 @@ class Handlers:
                 self._verified[raw_path] = parsed
             log.key = parsed.transform.key
             transform = parsed.transform
-            if transform.size.format is None and self._negotiator.preference:
+            # A document (info, thumbor meta) is JSON whatever the client accepts or hints.
+            pixels = transform.size.output is Output.IMAGE
+            if pixels and transform.size.format is None and self._negotiator.preference:
                 vary = ("Accept",)
                 negotiated = self._negotiator.choose(request.headers.get("Accept", ""))
-            if self._hints.enabled:
+            if pixels and self._hints.enabled:
                 transform, hinted = self._hints.adapt(transform, parsed.adapt, request.headers)
                 vary += hinted
             entry = self._service.cached(transform, negotiated)

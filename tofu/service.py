@@ -222,7 +222,7 @@ class ImageService:
             self._in_progress -= 1
         entry = Entry.create(
             rendition.body,
-            rendition.format.media_type,
+            rendition.media_type,
             original.version,
             original.last_modified,
             phases,

@@ -14,7 +14,16 @@ from typing import Any
 from tofu.formats import ImageFormat
 from tofu.keys import Key
 
-__all__ = ["Fit", "Gravity", "ImageFormat", "Size", "Transform"]
+__all__ = ["Fit", "Gravity", "ImageFormat", "Output", "Size", "Transform"]
+
+
+class Output(enum.Enum):
+    """What a rendition is: pixels, or a JSON document about the original (part of the cache
+    key: the same original and box give different bytes)."""
+
+    IMAGE = "image"
+    INFO = "info"  # tofu's info document: size, format, dominant colour, BlurHash, ThumbHash
+    THUMBOR_META = "thumbor-meta"  # thumbor's meta/ document for the size asked
 
 
 class Fit(enum.Enum):
@@ -127,6 +136,7 @@ class Size:
     upscale: bool = False
     save_data: bool = False  # the client sent Save-Data: on; the format's lower default quality
     operations: Operations = NO_OPERATIONS
+    output: Output = Output.IMAGE
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

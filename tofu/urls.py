@@ -19,11 +19,16 @@ The size token (TOFU style, compatible with Cookpad's CDN tokens)::
 
 Without a mode, ``W`` alone sets the width (height follows the aspect ratio) and ``WxH`` fits inside
 the box. The query string never affects the output (apps add cache busters), so it is ignored.
+
+Where a size token goes, a URL may also name a preset (``--preset card=280x194c``: the same
+``Size`` as its token, so one cache entry), or say ``info``: a JSON document about the original
+(dimensions, format, dominant colour, BlurHash, ThumbHash) instead of pixels.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -31,7 +36,7 @@ from tofu.errors import BadRequest
 from tofu.formats import BY_NAME, ImageFormat
 from tofu.hints import Adapt
 from tofu.keys import Key, parse_key
-from tofu.transform import Fit, Gravity, Size, Transform
+from tofu.transform import Fit, Gravity, Output, Size, Transform
 
 # HMAC-SHA256 in unpadded URL-safe base64.
 SIGNATURE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -48,6 +53,11 @@ _OPTION_RE = re.compile(
 _MODES = {"s": Fit.INSIDE, "c": Fit.COVER, "a": Fit.COVER, "f": Fit.COVER}
 _GRAVITIES = {"c": Gravity.CENTRE, "a": Gravity.ATTENTION, "f": Gravity.FOCAL}
 MAX_DPR = 4.0
+INFO_TOKEN = "info"
+# The size of an info document: no box (the document describes the original as it is).
+INFO_SIZE = Size(width=None, height=None, output=Output.INFO)
+# A preset's name: a URL segment that needs no encoding and reads as a name.
+PRESET_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,7 @@ class ParsedPath:
     transform: Transform
     size_token: str  # the size segment as sent (still percent-encoded)
     adapt: Adapt = Adapt.DPR  # which client hints may change the size (tofu.hints)
+    preset: str | None = None  # the preset's name, when the size segment named one
 
     @property
     def spec(self) -> SizeSpec:
@@ -76,6 +87,7 @@ class ParsedPath:
             Transform(Key(f"{self.signature}/{self.transform.key}"), self.transform.size),
             self.size_token,
             self.adapt,
+            self.preset,
         )
 
 
@@ -122,8 +134,51 @@ def parse_size_spec(token: str, max_side: int) -> SizeSpec:
     return SizeSpec(size, width_hint=adapt is Adapt.WIDTH)
 
 
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A named size (``--preset NAME=SIZE``): a URL naming it gets exactly the size's token's
+    ``Size`` and client-hint rules."""
+
+    name: str
+    size: Size
+    adapt: Adapt
+
+    @property
+    def token(self) -> str:
+        """The canonical spelling of its size (``tofu config`` shows it)."""
+        return size_token(self.size, width_hint=self.adapt is Adapt.WIDTH)
+
+
+def parse_preset(text: str, max_side: int) -> Preset:
+    """``NAME=SIZE`` as a preset; ``ValueError`` with the reason when the name is not a plain
+    lowercase name (letters, digits, ``-``, ``_``), reads as a size token itself (``280``,
+    ``x1``, ``info``: a URL could not tell them apart), or the size is not a valid token."""
+    name, equals, token = text.partition("=")
+    name, token = name.strip(), token.strip()
+    if not equals or not name or not token:
+        raise ValueError(f"{text!r} is not NAME=SIZE (e.g. card=280x194c)")
+    if PRESET_NAME_RE.fullmatch(name) is None:
+        raise ValueError(
+            f"preset name {name!r}: use lowercase letters, digits, - and _, starting with a "
+            "letter (at most 64)"
+        )
+    try:
+        _parse_size(name, max_side)
+    except BadRequest:
+        pass
+    else:
+        raise ValueError(f"preset name {name!r} reads as a size token; choose a name")
+    try:
+        size, adapt = _parse_size(token, max_side)
+    except BadRequest as exc:
+        raise ValueError(f"preset {name!r}: {exc.reason}") from None
+    return Preset(name, size, adapt)
+
+
 def _parse_size(token: str, max_side: int) -> tuple[Size, Adapt]:
     """The size and which client hints may change it."""
+    if token == INFO_TOKEN:
+        return INFO_SIZE, Adapt.NONE  # a document about the original: no box to adapt
     head = _DIMS_MODE_RE.match(token)
     assert head is not None  # every part of the pattern is optional
     width = int(head["w"]) if head["w"] else None
@@ -208,6 +263,8 @@ def size_token(size: Size, *, width_hint: bool = False) -> str:
     no DPR (already folded into the box), a box always with its mode letter (``650s``,
     ``894x1461s``, ``40c``) and the side only once when it is square, then ``q``, ``u``, ``w``
     and the format (``.jpg`` for JPEG), in that order. ``parse_size`` gives ``size`` back."""
+    if size.output is Output.INFO:
+        return INFO_TOKEN
     width, height = size.width, size.height
     if size.fit is Fit.INSIDE and (width is None or height is None):
         dims = f"{width}" if height is None else f"x{height}"
@@ -236,8 +293,15 @@ def _decode_segment(raw: str) -> str:
     return segment
 
 
-def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> ParsedPath:
-    """Parse a raw (still percent-encoded) request path, without its query string."""
+def parse_path(
+    raw_path: str,
+    *,
+    max_side: int,
+    expect_signature: bool,
+    presets: Mapping[str, Preset] | None = None,
+) -> ParsedPath:
+    """Parse a raw (still percent-encoded) request path, without its query string; a size
+    segment that names one of ``presets`` takes that preset's size."""
     if not raw_path.startswith("/"):
         raise BadRequest("path must start with /")
     segments = raw_path[1:].split("/")
@@ -248,9 +312,21 @@ def parse_path(raw_path: str, *, max_side: int, expect_signature: bool) -> Parse
         raise BadRequest("expected /{prefix...}/{size}/{name}")
     *prefix, token, name = segments
     key = parse_key("/".join(_decode_segment(s) for s in [*prefix, name]))
-    size, adapt = _parse_size(_decode_segment(token), max_side)
+    decoded = _decode_segment(token)
+    preset = presets.get(decoded) if presets else None
+    if preset is not None:
+        size, adapt = preset.size, preset.adapt
+    else:
+        size, adapt = _parse_size(decoded, max_side)
     signed_path = "/" + "/".join(segments)
-    return ParsedPath(signature, signed_path, Transform(key, size), token, adapt)
+    return ParsedPath(
+        signature,
+        signed_path,
+        Transform(key, size),
+        token,
+        adapt,
+        preset.name if preset is not None else None,
+    )
 
 
 def build_path(key: str, size_token: str) -> str:

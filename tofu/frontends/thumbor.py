@@ -12,7 +12,8 @@ base64 with its ``=`` padding (28 characters). Everything maps onto tofu's ``Siz
 ``/unsafe/300x200/a.jpg`` and ``/300x200c/a.jpg`` are one cache entry.
 
 Filters parse as thumbor parses them: an unknown filter, or one whose arguments do not match
-its pattern, is ignored. ``meta/`` (thumbor's JSON description) and ``debug/`` are refused.
+its pattern, is ignored. ``meta/`` answers thumbor's JSON description of the rendition
+(``tofu.render.documents.thumbor_meta``; not with ``trim``); ``debug/`` is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tofu.transform import (
     Gravity,
     ImageFormat,
     Operations,
+    Output,
     RoundCorner,
     Size,
     Transform,
@@ -295,8 +297,9 @@ def parse_options(path: str, max_side: int) -> Transform:
     match = _URL_RE.fullmatch(path)
     if match is None:  # only when the image part is empty
         raise BadRequest("no original image was specified in the URL")
-    if match["meta"]:
-        raise BadRequest("meta/ (thumbor's JSON metadata) is not supported")
+    if match["meta"] and match["trim"]:
+        # The document is computed from the header; what a trim leaves only the pixels tell.
+        raise BadRequest("meta/ with trim is not supported")
     if match["debug"]:
         raise BadRequest("debug/ is not supported")
     # Tornado decodes each group of the route before thumbor sees it.
@@ -365,6 +368,7 @@ def parse_options(path: str, max_side: int) -> Transform:
         format=request.format,
         upscale=request.upscale,
         operations=_canonical(Operations(**ops)),
+        output=Output.THUMBOR_META if match["meta"] else Output.IMAGE,
     )
     return Transform(_image_key(match["image"]), size)
 

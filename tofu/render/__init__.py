@@ -9,18 +9,24 @@ resized pixels over all frames, else its first frame as a still); and it estimat
 the render will hold. ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
 cropping and the operations, the same steps for a still and for every frame of an animation,
 then encoding, all under the request's deadline.
+
+A size whose ``output`` is a document (``tofu.render.documents``) goes the same way: ``info``
+plans a thumbnail of the original (shrink-on-load, checked against the same limits and
+admitted by its memory like any render), which the pipeline decodes and describes in JSON
+instead of encoding it; thumbor's ``meta`` describes the planned geometry, from the header.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from tofu.negotiate import Negotiated
-from tofu.render import animated, pipeline, steps
+from tofu.render import animated, documents, pipeline, steps
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import configure_libvips, configure_malloc
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import ImageFormat, Size
+from tofu.transform import ImageFormat, Output, Size
 
 __all__ = [
     "Cancellation",
@@ -48,6 +54,7 @@ class Plan:
     request: Size | None = None  # the size as asked, when it differs from ``size``
     cut: Source | None = None  # a manual crop (without trim) of the original, from the header
     cut_box: Box | None = None  # where that crop lies in the decoded original
+    document: Output = Output.IMAGE  # what the render gives: an image, or a JSON document
 
 
 def prepare(
@@ -57,6 +64,18 @@ def prepare(
     the Accept header), else the source's family; animated sources within budget stay animated.
     Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
     source = steps.probe(data, settings)
+    if size.output is Output.INFO:
+        # The placeholders' thumbnail, first frame only; kept with its alpha (PNG's rules).
+        thumbnail, geometry = steps.layout(source, documents.INFO_THUMBNAIL, settings)
+        return Plan(
+            source,
+            geometry,
+            thumbnail,
+            ImageFormat.PNG,
+            animated=False,
+            memory_bytes=steps.memory_bytes(source, geometry),
+            document=Output.INFO,
+        )
     ops = size.operations
     cut = cut_box = None
     if ops.cuts_source and ops.trim is None:
@@ -80,6 +99,8 @@ def prepare(
         # Without upscaling, what is made of a trimmed part is at most what this layout of the
         # whole makes; upscaled, it is bounded only by the limits the pipeline checks again.
         memory += most
+    if size.output is Output.THUMBOR_META:
+        memory = 0  # the geometry described: nothing is decoded
     return Plan(
         source,
         geometry,
@@ -90,6 +111,7 @@ def prepare(
         request=size if resolved != size else None,
         cut=cut,
         cut_box=cut_box,
+        document=size.output,
     )
 
 
@@ -101,6 +123,10 @@ def execute(
 ) -> Rendition:
     """The pipeline. Raises ``Unprocessable`` for a corrupt original, never anything else for
     bad input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    if plan.document is Output.THUMBOR_META:
+        started = time.perf_counter()
+        body = documents.thumbor_meta(plan.source, plan.cut, plan.cut_box, plan.size, plan.geometry)
+        return Rendition(body, None, 0, 0, encode_seconds=time.perf_counter() - started)
     context = pipeline.Context(
         data=data,
         source=plan.source,
@@ -113,6 +139,7 @@ def execute(
         cancellation=cancellation or Cancellation(),
         cut=plan.cut,
         cut_box=plan.cut_box,
+        document=plan.document,
     )
     return pipeline.run(context)
 

@@ -11,7 +11,9 @@ runner for stills and for every frame of an animation, as imgproxy's ``processin
                 resize, the crop of a COVER box (centre, attention, focal point), then the
                 operations in the order ``Operations`` documents, 16->8 bits, flattening
 4. the finished image is computed (an animation's frames joined into a strip first)
-5. ``encode``   the output format, lowering the quality for ``max_bytes``
+5. ``encode``   the output format, lowering the quality for ``max_bytes``; for an info
+                document (``documents.info``), the JSON that describes the original and the
+                placeholders computed on the (thumbnail-sized) image instead
 
 The runner, not the steps, enforces the deadline: before each step it checks the
 cancellation, and it watches the image each step returns (and the input of a step that reads
@@ -35,11 +37,11 @@ import pyvips
 
 from tofu.errors import Unprocessable
 from tofu.formats import FORMATS
-from tofu.render import adjust, animated, steps
+from tofu.render import adjust, animated, documents, steps
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import release_freed_memory
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import Colour, FillKind, ImageFormat, Operations, Size
+from tofu.transform import Colour, FillKind, ImageFormat, Operations, Output, Size
 
 # Originals from this size up (pixels over all frames) leave tens of MB of freed decode
 # buffers behind (an 18 MP progressive JPEG: ~100 MB): handing them back keeps RSS down.
@@ -64,6 +66,7 @@ class Context:
     trim_box: Box | None = None
     crop_box: Box | None = None  # the COVER box's window, once chosen
     fill_colour: Colour | None = None  # fill(auto)'s, once measured
+    document: Output = Output.IMAGE  # INFO: the image is a thumbnail to describe, not encode
 
     @property
     def fast_jpeg(self) -> bool:
@@ -353,6 +356,20 @@ def run(ctx: Context) -> Rendition:
     if source.width * source.height * (source.frames if ctx.animated else 1) >= _TRIM_AFTER_PIXELS:
         release_freed_memory()  # its decode buffers are gone now
     ctx.cancellation.check()
+    if ctx.document is Output.INFO:
+        try:
+            body = documents.info(image, source)
+        except pyvips.Error as exc:
+            ctx.cancellation.check()
+            raise Unprocessable(f"cannot describe the original: {steps.vips_reason(exc)}") from None
+        return Rendition(
+            body,
+            None,
+            image.width,
+            image.height,
+            resize_seconds=resized - started,
+            encode_seconds=time.perf_counter() - resized,
+        )
     size = ctx.size
     try:
         quality = FORMATS[ctx.output].quality(size.quality, size.save_data)

@@ -33,15 +33,22 @@ class RenderSettings:
     exact_shrink: bool = False
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
 @dataclass(frozen=True, slots=True)
 class Rendition:
     body: bytes
-    format: ImageFormat
+    format: ImageFormat | None  # None: a JSON document about the original (tofu.render.documents)
     width: int
     height: int
     # Where the time went (not part of the result's identity).
     resize_seconds: float = field(default=0.0, compare=False)
     encode_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def media_type(self) -> str:
+        return self.format.media_type if self.format is not None else JSON_MEDIA_TYPE
 
 
 @dataclass(frozen=True, slots=True)
