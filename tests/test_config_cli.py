@@ -333,3 +333,64 @@ def test_dev_mode_stops_at_once_on_ctrl_c(tofu_process) -> None:
     tofu.process.send_signal(signal.SIGINT)
     tofu.process.wait(timeout=20)
     assert time.monotonic() - started < 3.0  # not the production drain
+
+
+# --- tofu sign refuses what tofu serve refuses (issue 20) ------------------------------------
+
+SIGN_KEY = "sign-secret-0123456789abcdefghijklmn"
+
+
+@pytest.mark.parametrize(
+    ("path", "thumbor"),
+    [
+        ("/recipes/1203423/5366e857.jpg", False),  # no size token
+        ("/recipes/1/280q/cups.jpg", False),
+        ("/recipes/1/99999/cups.jpg", False),  # over --max-output-side
+        ("/recipes/1/280x194c/..%2Fetc/passwd", False),  # a key that would climb out
+        ("/recipes/1/nosuchpreset/cups.jpg", False),
+        ("/300x200/filters:brightness(1000)/a.jpg", True),
+        ("/trim:9999/300x200/a.jpg", True),  # tolerance over thumbor's 442
+    ],
+)
+async def test_sign_refuses_what_serve_refuses(
+    path: str, thumbor: bool, make_client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--thumbor", "--thumbor-key", SIGN_KEY] if thumbor else ["--secret", SIGN_KEY]
+    flags += ["--preset", "card=280x194c"]
+    assert main(["sign", path, *flags]) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert refusal.startswith("tofu sign: ")
+    client = await make_client(
+        origin=(str(SAMPLES),),
+        secret=() if thumbor else (SIGN_KEY,),
+        thumbor_key=(SIGN_KEY,) if thumbor else (),
+        preset=("card=280x194c",),
+    )
+    # What the server answers the same path, signed as a client would sign it anyway.
+    if thumbor:
+        from tofu.frontends.thumbor import sign as thumbor_sign
+
+        signed = f"/{thumbor_sign(path[1:], SIGN_KEY)}{path}"
+    else:
+        from tofu.signing import signed_path
+
+        signed = signed_path(path, SIGN_KEY)
+    async with client.get(signed) as response:
+        assert response.status == 400
+        assert refusal.removeprefix("tofu sign: ") == (await response.text()).strip()
+
+
+def test_sign_signs_what_serve_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    from tofu.frontends.thumbor import sign as thumbor_sign
+    from tofu.signing import signed_path
+
+    assert (
+        main(
+            ["sign", "/recipes/1/card/cups.jpg", "--secret", SIGN_KEY, "--preset", "card=280x194c"]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.strip() == signed_path("/recipes/1/card/cups.jpg", SIGN_KEY)
+    assert main(["sign", "--thumbor", "/300x200/smart/a.jpg", "--thumbor-key", SIGN_KEY]) == 0
+    expected = f"/{thumbor_sign('300x200/smart/a.jpg', SIGN_KEY)}/300x200/smart/a.jpg"
+    assert capsys.readouterr().out.strip() == expected

@@ -43,7 +43,7 @@ def test_a_preset_is_the_same_transform_as_its_token() -> None:
 
 
 def test_without_presets_a_name_is_a_bad_size() -> None:
-    with pytest.raises(BadRequest, match="no width or height"):
+    with pytest.raises(BadRequest, match="'card' is not a size token"):
         parse_path("/recipes/1/card/a.jpg", max_side=4096, expect_signature=False)
 
 
@@ -132,9 +132,12 @@ def test_tofu_config_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_tofu_sign_signs_a_preset_path(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sign", "/recipes/1/card/a.jpg", "--secret", SECRET]) == 0
     path = "/recipes/1/card/a.jpg"
+    assert main(["sign", path, "--secret", SECRET, "--preset", "card=280x194c"]) == 0
     assert capsys.readouterr().out.strip() == f"/{sign(path, SECRET)}{path}"
+    # Without the preset defined, the server would refuse the path, and so does sign.
+    assert main(["sign", path, "--secret", SECRET]) == 2
+    assert "'card' is not a size token" in capsys.readouterr().err
 
 
 # --- the guard ---------------------------------------------------------------------------------

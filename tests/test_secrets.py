@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tofu.cli import main
-from tofu.config import Config, ConfigError, signing_secrets
+from tofu.config import Config, ConfigError, signing_config
 from tofu.signing import sign, signed_path
 
 from .support.servers import SAMPLES
@@ -89,9 +89,9 @@ def test_sign_and_serve_read_secrets_the_same_way(tmp_path: Path) -> None:
     path = tmp_path / "secrets"
     path.write_text(f"{LONG_B}\n")
     flags = {"secret": [SPACED], "secret_file": [str(path)]}
-    assert signing_secrets(flags, {}) == load(flags).secret
+    assert signing_config(flags, {}).secret == load(flags).secret
     environ = {"TOFU_SECRET": f"{SPACED}\n{LONG_A}"}
-    assert signing_secrets({}, environ) == load({}, environ).secret
+    assert signing_config({}, environ).secret == load({}, environ).secret
 
 
 def test_cli_sign_signs_with_the_whole_flag_value(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tofu.config import SETTINGS, Config, ConfigError, Setting, signing_secrets
+from tofu.config import SETTINGS, SIGNING_SETTINGS, Config, ConfigError, Setting, signing_config
+from tofu.errors import BadRequest
+from tofu.frontends.thumbor import parse_options
+from tofu.frontends.thumbor import sign as thumbor_sign
+from tofu.frontends.tofu import TofuFrontend
 from tofu.signing import signed_path
 
 _EPILOG = """\
@@ -96,10 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="print the effective configuration (secrets masked) and exit"
     )
     _add_serve_options(config)
-    sign = commands.add_parser("sign", help="print PATH with its signature prepended")
+    sign = commands.add_parser(
+        "sign",
+        help="print PATH with its signature prepended, refusing what the server would refuse",
+    )
     sign.add_argument("path", help="an unsigned path, e.g. /recipes/1/280x194c/photo.jpg")
-    # The same settings, read by the same code as `serve`: the first secret signs.
-    _add_serve_options(sign, [s for s in SETTINGS if s.name in ("secret", "secret_file", "dev")])
+    sign.add_argument(
+        "--thumbor",
+        action="store_true",
+        help="sign a thumbor path (/300x200/smart/a.jpg) with the first --thumbor-key",
+    )
+    # The same settings, read by the same code as `serve`: the first key signs.
+    _add_serve_options(sign, [s for s in SETTINGS if s.name in SIGNING_SETTINGS])
     return parser
 
 
@@ -124,12 +136,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _sign(args: argparse.Namespace) -> int:
     try:
-        secret = signing_secrets(vars(args))[0]
+        config = signing_config(vars(args))
     except ConfigError as exc:
         print(f"tofu sign: {exc}", file=sys.stderr)
         return 2
-    if not args.path.startswith("/"):
+    path: str = args.path
+    if not path.startswith("/"):
         print("tofu sign: PATH must start with /", file=sys.stderr)
         return 2
-    print(signed_path(args.path, secret))
+    try:
+        if args.thumbor:
+            if not config.thumbor_key:
+                raise BadRequest("--thumbor signs with --thumbor-key (or TOFU_THUMBOR_KEY)")
+            # The server's own parser: what it would refuse is refused here, in its words.
+            options = path.removeprefix("/")
+            parse_options(options, config.max_output_side)
+            print(f"/{thumbor_sign(options, config.thumbor_key[0])}/{options}")
+            return 0
+        if not config.secret:
+            raise BadRequest("signing a tofu URL needs --secret (or --thumbor to sign thumbor's)")
+        TofuFrontend(config).parse(path)
+    except BadRequest as exc:
+        print(f"tofu sign: {exc.reason}", file=sys.stderr)
+        return 2
+    print(signed_path(path, config.secret[0]))
     return 0

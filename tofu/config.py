@@ -577,16 +577,7 @@ class Config:
                 "--sizes LIST (an allowlist), --thumbor-key KEY (signed thumbor URLs), "
                 "or --dev for local development"
             )
-        names: set[str] = set()
-        for text in self.preset:
-            try:
-                name = parse_preset(text, self.max_output_side).name
-            except ValueError as exc:
-                problems.append(f"--preset: {exc}")
-                continue
-            if name in names:
-                problems.append(f"--preset: {name!r} is defined twice")
-            names.add(name)
+        problems.extend(_preset_problems(self.preset, self.max_output_side))
         if self.presets_only and not self.preset:
             problems.append("--presets-only needs at least one --preset")
         if self.presets_only and self.sizes:
@@ -641,21 +632,43 @@ class Config:
         return out
 
 
-def signing_secrets(
-    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> tuple[str, ...]:
-    """The secrets ``tofu serve`` verifies with, read from the same flags and variables by the
-    same code (``tofu sign`` signs with the first, so the two cannot disagree). Raises
-    ``ConfigError`` when there is none or one is refused."""
-    signing = tuple(_BY_NAME[name] for name in ("secret", "secret_file", "dev"))
-    values, errors, _ = _read(signing, flags, environ)
-    secrets: tuple[str, ...] = values.get("secret", ())
-    errors.extend(_key_problems("--secret", secrets, allow_short=values.get("dev", False)))
-    if not secrets and not errors:
-        errors.append("give --secret KEY or --secret-file PATH, or set TOFU_SECRET")
+# What ``tofu sign`` reads (``signing_config``).
+SIGNING_SETTINGS = (
+    "secret",
+    "secret_file",
+    "dev",
+    "thumbor_key",
+    "thumbor_weak_key",
+    "preset",
+    "max_output_side",
+)
+
+
+def signing_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """What ``tofu sign`` signs with and checks paths against: the secrets, thumbor keys,
+    presets and size limit that ``tofu serve`` reads from the same flags and variables, by the
+    same code (the first key signs, so the two cannot disagree). Raises ``ConfigError`` when
+    there is no key or one is refused."""
+    values, errors, _ = _read(tuple(_BY_NAME[name] for name in SIGNING_SETTINGS), flags, environ)
+    values.pop("secret_file", None)  # read into "secret" already
+    config = Config(**values)
+    errors.extend(_key_problems("--secret", config.secret, allow_short=config.dev))
+    errors.extend(
+        _key_problems(
+            "--thumbor-key",
+            config.thumbor_key,
+            allow_short=config.dev or config.thumbor_weak_key,
+            short_exception="--thumbor-weak-key (an existing thumbor key) or --dev",
+        )
+    )
+    errors.extend(_preset_problems(config.preset, config.max_output_side))
+    if not config.secret and not config.thumbor_key and not errors:
+        errors.append(
+            "give --secret KEY or --secret-file PATH (or TOFU_SECRET), or --thumbor-key KEY"
+        )
     if errors:
         raise ConfigError("\n".join(errors))
-    return secrets
+    return config
 
 
 def _read(
@@ -708,6 +721,22 @@ def _read(
             from_files.extend(found)
         values["secret"] = values.get("secret", ()) + tuple(from_files)
     return values, errors, invalid
+
+
+def _preset_problems(presets: Iterable[str], max_side: int) -> list[str]:
+    """Preset definitions that do not parse, and names defined twice."""
+    problems = []
+    names: set[str] = set()
+    for text in presets:
+        try:
+            name = parse_preset(text, max_side).name
+        except ValueError as exc:
+            problems.append(f"--preset: {exc}")
+            continue
+        if name in names:
+            problems.append(f"--preset: {name!r} is defined twice")
+        names.add(name)
+    return problems
 
 
 def _key_problems(

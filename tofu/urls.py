@@ -57,6 +57,8 @@ INFO_TOKEN = "info"
 # The size of an info document: no box (the document describes the original as it is).
 INFO_SIZE = Size(width=None, height=None, output=Output.INFO)
 # A preset's name: a URL segment that needs no encoding and reads as a name.
+# How every size token starts (a width, or x and a height); anything else is no size at all.
+_SIZE_START_RE = re.compile(r"x?[0-9]{1,5}(?![0-9])")
 PRESET_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
@@ -317,7 +319,15 @@ def parse_path(
     if preset is not None:
         size, adapt = preset.size, preset.adapt
     else:
-        size, adapt = _parse_size(decoded, max_side)
+        try:
+            size, adapt = _parse_size(decoded, max_side)
+        except BadRequest:
+            if _SIZE_START_RE.match(decoded):
+                raise  # a size token with a mistake: its own reason says which
+            raise BadRequest(
+                f"no size before the file name: {decoded!r} is not a size token "
+                "(e.g. /recipes/1/280x194c/photo.jpg)"
+            ) from None
     signed_path = "/" + "/".join(segments)
     return ParsedPath(
         signature,
