@@ -383,6 +383,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cache_item_max", "largest share of a cache one entry may take (0-1)", _positive(float)
     ),
+    Setting(
+        "disk_cache",
+        "directory of the node's disk result tier, shared by its workers and kept across "
+        "restarts (behind the memory cache; off when unset)",
+    ),
+    Setting(
+        "disk_cache_size",
+        "bytes the disk result tier may hold (e.g. 10G); least recently used entries go first",
+        _positive(parse_bytes),
+    ),
     Setting("not_found_ttl", "seconds a missing original is remembered", _non_negative(float)),
     Setting("max_age", "Cache-Control max-age in seconds for images", _non_negative(int)),
     Setting(
@@ -463,6 +473,8 @@ class Config:
     cache_size: int = 256 << 20
     originals_cache_size: int = 64 << 20
     cache_item_max: float = 0.1
+    disk_cache: str = ""
+    disk_cache_size: int = 1 << 30
     not_found_ttl: float = 10.0
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
