@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import logging
 import struct
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tofu.renditions import encode_rendition
 
@@ -48,7 +49,7 @@ log = logging.getLogger("tofu")
 # a miss (and is overwritten or evicted in time).
 FORMAT_VERSION = 1
 # backend module by --result-store URL scheme; the disk tier is tofu.results.disk
-STORES: dict[str, str] = {}
+STORES = {"s3": "tofu.results.s3"}
 MAX_PENDING_WRITES = 256  # background writes under way; beyond, a write is dropped (counted)
 CLOSE_SECONDS = 5.0  # at shutdown, how long pending writes may still take
 
@@ -189,7 +190,11 @@ class Tiers:
         key = rendition_key(transform, negotiated, self._settings)
         for i, tier in enumerate(self._tiers):
             started = time.perf_counter()
-            stored = await tier.get(key)
+            try:
+                stored = await tier.get(key)
+            except Exception as exc:  # a tier's contract is not to raise; if it does, a miss
+                self._unexpected(tier, exc)
+                stored = None
             if stored is None:
                 self._metrics.tier_misses.labels(tier.name).inc()
                 continue
@@ -217,7 +222,16 @@ class Tiers:
             return
         task = asyncio.ensure_future(write)
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(lambda done: self._written(tier, done))
+
+    def _written(self, tier: ResultTier, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._unexpected(tier, exc)
+
+    def _unexpected(self, tier: ResultTier, exc: BaseException) -> None:
+        self._metrics.tier_errors.labels(tier.name, "error").inc()
+        log.warning("result tier %s failed: %r", tier.name, exc)
 
     async def close(self) -> None:
         """Let pending writes finish (for a few seconds at most), then close every tier."""
@@ -245,6 +259,10 @@ def open_tiers(config: Config, metrics: Metrics) -> Tiers | None:
                 metrics,
             )
         )
+    if config.result_store:
+        scheme = config.result_store.partition("://")[0].lower()
+        backend = cast(StoreBackend, importlib.import_module(STORES[scheme]))
+        tiers.append(backend.open_store(config.result_store, config, metrics))
     return Tiers(tiers, render_settings(config), metrics) if tiers else None
 
 
