@@ -29,7 +29,6 @@ from bench.units import fmt_ms, parse_duration
 from bench.wrk import WrkRun
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTOS = ROOT.parent / "shared" / "corpus" / "photos"
 
 
 @dataclass
@@ -72,11 +71,22 @@ def origin_with_names(photos: Path, names: int, directory: Path) -> Path:
 
 
 def replay(
-    node: Running, paths: list[str], seconds: float, concurrency: int, variant: str, when: str
+    node: Running,
+    paths: list[str],
+    seconds: float,
+    args: argparse.Namespace,
+    variant: str,
+    when: str,
 ) -> Pass:
     before = metrics.fetch(node.url) or {}
     result = WrkRun(
-        node.url, paths, duration_s=seconds, connections=concurrency, threads=2, timeout_s=30
+        node.url,
+        paths,
+        duration_s=seconds,
+        connections=args.concurrency,
+        threads=2,
+        timeout_s=30,
+        rate=args.rate,
     ).run()
     after = metrics.fetch(node.url) or {}
 
@@ -112,7 +122,7 @@ def run_variant(
             variant.replace(" ", "-"), origin, work, workers=args.workers, extra=extra
         )
         try:
-            passes.append(replay(node, paths, seconds, args.concurrency, variant, when))
+            passes.append(replay(node, paths, seconds, args, variant, when))
             print(passes[-1].line(), flush=True)
         finally:
             node.stop()
@@ -124,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--photos",
         type=Path,
-        default=DEFAULT_PHOTOS if DEFAULT_PHOTOS.is_dir() else ROOT / "samples",
+        default=ROOT / "samples",
+        help="originals (default: samples/; the corpus is ../shared/corpus/photos)",
     )
     p.add_argument("--names", type=int, default=10, help="keys per photo")
     p.add_argument("--warm", type=parse_duration, default=60.0, help="replay before the restart")
     p.add_argument("--after", type=parse_duration, default=30.0, help="replay after it")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s, open loop, as a CDN's misses arrive (default: closed loop, flat out)",
+    )
+    p.add_argument("--workers", type=int, help="worker processes (default: tofu's)")
     p.add_argument("--disk-cache-size", default="1G")
     p.add_argument("--zipf-s", type=float, default=1.0)
     p.add_argument("--variants", default="disk tier,memory only")
@@ -144,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         shape = popularity_summary(pairs)
         print(
             f"{len(keys)} keys, {shape['renditions']:.0f} renditions in the mix; "
-            f"{args.workers} workers, {args.concurrency} connections; warm {args.warm:g} s, "
-            f"after the restart {args.after:g} s",
+            f"{args.workers or 'default'} workers, {args.concurrency} connections"
+            + (f" at {args.rate:g} req/s; " if args.rate else "; ")
+            + f"warm {args.warm:g} s, after the restart {args.after:g} s",
             file=sys.stderr,
         )
         paths = tofu_paths(pairs)

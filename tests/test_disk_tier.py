@@ -219,16 +219,20 @@ def node_args(origin: Path, disk: Path | None, workers: int = 2, size: str = "64
     ]
 
 
-def wait_for_workers(node: TofuProcess, count: int) -> None:
+def start_node(
+    args: list[str], tmp_path: Path, workers: int = 2, port: int | None = None
+) -> TofuProcess:
+    """A node, once every worker listens. A restart on the same port appends to the same log:
+    only its own "listening" lines count."""
+    log = tmp_path / f"tofu-{port}.log"
+    earlier = (
+        log.read_text(errors="replace").count("tofu listening") if port and log.exists() else 0
+    )
+    node = start_tofu(args, tmp_path, port=port)
     deadline = time.monotonic() + 30
-    while node.log().count("tofu listening") < count:
+    while node.log().count("tofu listening") < earlier + workers:
         assert time.monotonic() < deadline, node.log()
         time.sleep(0.05)
-
-
-def start_node(args: list[str], tmp_path: Path, workers: int = 2, **kw: object) -> TofuProcess:
-    node = start_tofu(args, tmp_path, **kw)  # type: ignore[arg-type]
-    wait_for_workers(node, workers)
     return node
 
 

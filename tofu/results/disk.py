@@ -164,6 +164,10 @@ class DiskTier:
             cull_limit=0,  # evicted by ``cull`` after each write, counted
             disk_min_file_size=1 << 62,  # every value inside the database: one transaction
             sqlite_mmap_size=0,
+            # No fsync: the hit path's LRU update must not wait for the disk at checkpoints.
+            # A killed process loses nothing committed; a power loss may lose recent entries
+            # or damage the file, which is then detected (digests, SQLite's errors) and reset.
+            sqlite_synchronous=0,
             sqlite_wal_autocheckpoint=_WAL_PAGES,
             sqlite_journal_size_limit=_WAL_BYTES,
         )
