@@ -78,7 +78,8 @@ class DiskTier:
             everyone = threading.Barrier(_THREADS)  # one close per pool thread, each in its own
 
             def close_here() -> None:
-                everyone.wait()
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    everyone.wait(timeout=_BUSY_SECONDS * 5)  # a thread stuck in SQLite
                 cache.close()
 
             loop = asyncio.get_running_loop()
@@ -90,10 +91,10 @@ class DiskTier:
     # --- in the tier's threads ----------------------------------------------------------
 
     def _get(self, key: str) -> Stored | None:
-        cache = self._open()
-        if cache is None:
-            return None
         try:
+            cache = self._open()
+            if cache is None:
+                return None
             data = cache.get(key)
             if data is None:
                 return None
@@ -108,10 +109,10 @@ class DiskTier:
             return None
 
     def _put(self, key: str, data: bytes) -> None:
-        cache = self._open()
-        if cache is None:
-            return
         try:
+            cache = self._open()
+            if cache is None:
+                return
             cache.set(key, data)
             evicted = cache.cull()
             self._writes.inc()
@@ -153,6 +154,7 @@ class DiskTier:
                 self._unusable(exc)
                 return None
             self._inode = os.stat(self._database).st_ino
+            self._bytes.set(self._cache.volume())  # what an earlier run left
             return self._cache
 
     def _connect(self) -> diskcache.Cache:
