@@ -78,6 +78,15 @@ def test_the_store_url_is_checked_like_an_s3_origin() -> None:
         {"TOFU_RESULT_STORE_TIMEOUT": "150", "TOFU_DISK_CACHE_SIZE": "2G"},
     )
     assert config.result_store_timeout == 150.0 and config.disk_cache_size == 2 << 30
+    # --s3-endpoint-url serves the store too, with originals on disk
+    Config.load(
+        {
+            "origin": ["samples"],
+            "dev": True,
+            "result_store": "s3://b",
+            "s3_endpoint_url": "http://h",
+        }
+    )
 
 
 def test_a_node_serves_what_another_rendered_with_the_originals_gone(

@@ -649,10 +649,14 @@ class Config:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:
             problems.append("--avif-effort must be 0-9")
-        if self.s3_endpoint_url and not any(
-            source.scheme == "s3" for route in self.origin_table for source in route.sources
+        if (
+            self.s3_endpoint_url
+            and not self.result_store
+            and not any(
+                source.scheme == "s3" for route in self.origin_table for source in route.sources
+            )
         ):
-            problems.append("--s3-endpoint-url needs an s3:// origin")
+            problems.append("--s3-endpoint-url needs an s3:// origin or --result-store")
         return problems
 
     def describe(self) -> dict[str, Any]:
