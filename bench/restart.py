@@ -41,6 +41,7 @@ class Pass:
     p50_ms: float
     p99_ms: float
     answered: dict[str, float]  # tofu_requests_total by cache label
+    disk_hit_ms: float  # mean time to read a rendition from the disk tier (its histogram)
 
     @property
     def renders_per_response(self) -> float:
@@ -52,6 +53,7 @@ class Pass:
             f"{self.variant:11} {self.when:13} {self.responses:6d} responses "
             f"({self.errors} errors), {self.renders_per_response:.3f} renders/response, "
             f"p50 {fmt_ms(self.p50_ms)} ms, p99 {fmt_ms(self.p99_ms)} ms; {answered}"
+            + (f"; disk hits {fmt_ms(self.disk_hit_ms)} ms mean" if self.disk_hit_ms else "")
         )
 
 
@@ -106,6 +108,9 @@ def replay(
         result.latency_ms.get("p50", float("nan")),
         result.latency_ms.get("p99", float("nan")),
         answered,
+        1000
+        * delta("tofu_tier_hit_seconds_sum", tier="disk")
+        / max(1.0, delta("tofu_tier_hit_seconds_count", tier="disk")),
     )
 
 

@@ -30,6 +30,7 @@ from tofu.metrics import Metrics
 from tofu.render import RenderSettings
 from tofu.results import FORMAT_VERSION, Stored, encode_entry, rendition_key
 from tofu.results.disk import DiskTier
+from tofu.signing import signed_path
 from tofu.transform import Size, Transform
 
 ENTRY_BYTES = 30_000
@@ -456,3 +457,25 @@ def test_hit_path_runs_off_the_event_loop(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert seen and all(name.startswith("disk-tier") for name in seen)
+
+
+def test_a_rotated_signing_key_keeps_the_tier(
+    tmp_path: Path, origin: Path, nodes: list[TofuProcess]
+) -> None:
+    """The tier's key is the rendition, never the URL's signature: a node restarted with a new
+    secret serves the same renditions, signed with it, from disk."""
+    old_secret, new_secret = "a" * 40, "b" * 40
+    disk = tmp_path / "disk"
+    args = ["--origin", str(origin), "--workers", "1", "--drain-seconds", "0"]
+    args += ["--negotiate", "none", "--disk-cache", str(disk)]
+    paths = [target(image, 180)[1:] for image in IMAGES]
+    node = start_node([*args, "--secret", old_secret], tmp_path, workers=1)
+    nodes.append(node)
+    first = [get(node, signed_path("/" + path, old_secret)) for path in paths]
+    assert all(status == 200 for status, _ in first)
+    node.stop()
+    node = start_node([*args, "--secret", new_secret], tmp_path, workers=1, port=node.port)
+    nodes.append(node)
+    assert get(node, signed_path("/" + paths[0], old_secret))[0] == 403
+    assert [get(node, signed_path("/" + path, new_secret)) for path in paths] == first
+    assert metric_sum(scrape(node.url), "tofu_renders_total") == 0

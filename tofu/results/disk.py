@@ -60,6 +60,7 @@ class DiskTier:
         self._writes = metrics.tier_writes.labels(self.name)
         self._evictions = metrics.tier_evictions.labels(self.name)
         self._bytes = metrics.tier_bytes.labels(self.name)
+        self._pool.submit(self._open)  # now, in the background: the first hit needs no setup
 
     async def get(self, key: str) -> Stored | None:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._get, key)
