@@ -177,6 +177,11 @@ class Tiers:
         self._settings = settings
         self._metrics = metrics
         self._pending: set[asyncio.Task[None]] = set()
+        for tier in self._tiers:  # every series from the start, zeros included
+            for counter in (metrics.tier_hits, metrics.tier_misses, metrics.tier_stale):
+                counter.labels(tier.name)
+            metrics.tier_writes.labels(tier.name)
+            metrics.tier_evictions.labels(tier.name)
 
     @property
     def names(self) -> list[str]:
