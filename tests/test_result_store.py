@@ -4,6 +4,7 @@ costs a render no more than the store's budget."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import time
 import uuid
@@ -20,7 +21,7 @@ from tests.support.servers import SAMPLES, TofuProcess, free_port, start_tofu
 from tofu.config import Config, ConfigError
 from tofu.metrics import Metrics
 from tofu.render import RenderSettings
-from tofu.results import Rendered, Stored, Tiers
+from tofu.results import MAX_PENDING_WRITES, Rendered, Stored, Tiers
 from tofu.transform import Size, Transform
 
 RESULTS_BUCKET = "tofu-results"
@@ -192,3 +193,33 @@ async def test_a_tier_that_raises_is_a_miss_and_a_counted_error() -> None:
     tiers.put(rendition, None, Stored(b"x", "image/jpeg", '"e"', "v", None, "memory"))
     await tiers.close()
     assert metrics.tier_errors.labels("broken", "error")._value.get() == 2
+
+
+class Slow:
+    """A tier whose writes take a while (a store that is slow to accept PUTs)."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def get(self, key: str) -> Stored | None:
+        return None
+
+    async def put(self, key: str, entry: Rendered) -> None:
+        await self.release.wait()
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_background_writes_are_bounded_and_the_excess_is_counted() -> None:
+    metrics = Metrics()
+    slow = Slow()
+    tiers = Tiers([slow], RenderSettings(), metrics)
+    entry = Stored(b"x", "image/jpeg", '"e"', "v", None, "memory")
+    for width in range(100, 100 + MAX_PENDING_WRITES + 10):
+        tiers.put(Transform("recipes/1/cups.jpg", Size(width, None)), None, entry)
+    assert metrics.tier_errors.labels("slow", "dropped")._value.get() == 10
+    slow.release.set()
+    await tiers.close()

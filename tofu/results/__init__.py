@@ -183,10 +183,6 @@ class Tiers:
             metrics.tier_writes.labels(tier.name)
             metrics.tier_evictions.labels(tier.name)
 
-    @property
-    def names(self) -> list[str]:
-        return [tier.name for tier in self._tiers]
-
     async def get(
         self, transform: Transform, negotiated: Negotiated | None, latest_version: str | None
     ) -> Stored | None:
