@@ -120,7 +120,9 @@ def test_a_node_serves_what_another_rendered_with_the_originals_gone(
     for key in keys:
         client.delete_object(Bucket="tofu-store-originals", Key=key)
 
-    node_b = start_tofu(node_args(origin, store), tmp_path, env=s3_env_vars)
+    # Node B has a disk tier too: what the store gives it is copied there (in the background).
+    disk = ["--disk-cache", str(tmp_path / "disk-b")]
+    node_b = start_tofu([*node_args(origin, store), *disk], tmp_path, env=s3_env_vars)
     nodes.append(node_b)
     for each in targets:
         assert get(node_b, each) == rendered[each]
@@ -128,6 +130,11 @@ def test_a_node_serves_what_another_rendered_with_the_originals_gone(
     assert metric_sum(metrics, "tofu_renders_total") == 0
     assert metric_sum(metrics, "tofu_tier_hits_total", tier="store") == len(targets)
     assert metric_sum(metrics, "tofu_requests_total", cache="store") == len(targets)
+    deadline = time.monotonic() + 20
+    while metric_sum(scrape(node_b.url), "tofu_tier_writes_total", tier="disk") < len(targets):
+        assert time.monotonic() < deadline, node_b.log()
+        time.sleep(0.05)
+    assert metric_sum(scrape(node_b.url), "tofu_tier_writes_total", tier="store") == 0
     assert get(node_b, target(keys[0], 333))[0] == 404  # not in the store, original gone
 
 
