@@ -15,7 +15,7 @@ from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
-from tofu.origins.sources import Route, parse_route, parse_table
+from tofu.origins.sources import Route, parse_route, parse_source, parse_table
 from tofu.transform import ImageFormat
 from tofu.urls import Preset, SizeSpec, parse_preset, parse_size_spec
 
@@ -99,6 +99,16 @@ def _origin(text: str) -> str:
 def _origins(text: str) -> tuple[str, ...]:
     """``TOFU_ORIGIN``: origins separated by newlines or ``;`` (no source holds either)."""
     return tuple(part.strip() for part in re.split(r"[;\n]", text) if part.strip())
+
+
+def _result_store(text: str) -> str:
+    from tofu.results import STORES
+
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in STORES:
+        raise ValueError(f"{text!r} is not s3://BUCKET[/PREFIX][?endpoint_url=URL&region=NAME]")
+    parse_source(text)  # the store's backend reads its URL as the origin's does
+    return text
 
 
 def _hedge_after(text: str) -> float | None:
@@ -383,6 +393,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cache_item_max", "largest share of a cache one entry may take (0-1)", _positive(float)
     ),
+    Setting(
+        "disk_cache",
+        "directory of the node's disk result tier, shared by its workers and kept across "
+        "restarts (behind the memory cache; off when unset)",
+    ),
+    Setting(
+        "disk_cache_size",
+        "bytes the disk result tier may hold (e.g. 10G); least recently used entries go first",
+        _positive(parse_bytes),
+    ),
+    Setting(
+        "result_store",
+        "shared result store for many nodes: s3://BUCKET[/PREFIX][?endpoint_url=URL&region=NAME]; "
+        "asked after a memory and disk miss, before the origin; written after each render",
+        _result_store,
+    ),
+    Setting(
+        "result_store_timeout",
+        "milliseconds a result store lookup may take before the request renders instead",
+        _positive(float),
+    ),
     Setting("not_found_ttl", "seconds a missing original is remembered", _non_negative(float)),
     Setting("max_age", "Cache-Control max-age in seconds for images", _non_negative(int)),
     Setting(
@@ -463,6 +494,10 @@ class Config:
     cache_size: int = 256 << 20
     originals_cache_size: int = 64 << 20
     cache_item_max: float = 0.1
+    disk_cache: str = ""
+    disk_cache_size: int = 1 << 30
+    result_store: str = ""
+    result_store_timeout: float = 250.0  # milliseconds
     not_found_ttl: float = 10.0
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
@@ -605,10 +640,14 @@ class Config:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:
             problems.append("--avif-effort must be 0-9")
-        if self.s3_endpoint_url and not any(
-            source.scheme == "s3" for route in self.origin_table for source in route.sources
+        if (
+            self.s3_endpoint_url
+            and not self.result_store
+            and not any(
+                source.scheme == "s3" for route in self.origin_table for source in route.sources
+            )
         ):
-            problems.append("--s3-endpoint-url needs an s3:// origin")
+            problems.append("--s3-endpoint-url needs an s3:// origin or --result-store")
         return problems
 
     def describe(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TIER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 CACHES = ("result", "original", "not_found")
 PHASES = ("fetch", "queue", "render", "encode")
 # prometheus-client's multiprocess files: {counter|gauge_<mode>|histogram|summary}_<pid>.db
@@ -173,6 +174,49 @@ class Metrics:
             "tofu_worker_cpu_seconds",
             "CPU time (user + system) a worker process has used",
             multiprocess_mode="liveall",
+            registry=r,
+        )
+        # Result tiers behind the memory cache (tofu.results): the disk tier, the shared store.
+        self.tier_hits = Counter(
+            "tofu_tier_hits", "renditions a result tier served", ["tier"], registry=r
+        )
+        self.tier_misses = Counter(
+            "tofu_tier_misses",
+            "result tier lookups that found nothing usable (absent, damaged, stale, failed)",
+            ["tier"],
+            registry=r,
+        )
+        self.tier_stale = Counter(
+            "tofu_tier_stale",
+            "result tier entries made from an older version of their original (misses too)",
+            ["tier"],
+            registry=r,
+        )
+        self.tier_writes = Counter(
+            "tofu_tier_writes", "renditions written to a result tier", ["tier"], registry=r
+        )
+        self.tier_evictions = Counter(
+            "tofu_tier_evictions", "entries a result tier evicted for room", ["tier"], registry=r
+        )
+        self.tier_errors = Counter(
+            "tofu_tier_errors",
+            "result tier failures by kind: damaged (an entry or database removed), io, "
+            "unavailable, timeout, error, skipped (breaker open), dropped (too many writes)",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.tier_bytes = Gauge(
+            "tofu_tier_bytes",
+            "bytes a node's result tier holds (the disk tier's database)",
+            ["tier"],
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self.tier_hit_seconds = Histogram(
+            "tofu_tier_hit_seconds",
+            "time to read a rendition from a result tier (hits)",
+            ["tier"],
+            buckets=_TIER_BUCKETS,
             registry=r,
         )
         for cache in CACHES:

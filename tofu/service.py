@@ -31,6 +31,7 @@ from tofu.negotiate import Negotiated
 from tofu.origins import Origin, Original
 from tofu.render_budget import RenderBudget
 from tofu.render_pool import RenderPool
+from tofu.results import open_tiers
 from tofu.transform import Transform
 
 _ENTRY_OVERHEAD = 300  # bytes of bookkeeping per cached entry beyond its body
@@ -42,7 +43,9 @@ _NOT_FOUND_ENTRY_OVERHEAD = 256  # a TTLCache entry's links and dict slots, meas
 
 # What the result cache did for a request (also the access log's and metrics' label).
 # coalesced: joined a render under way; peer: a sibling worker rendered it (tofu.peers).
-CacheResult = Literal["hit", "miss", "coalesced", "peer"]
+# disk, store: a result tier behind memory had it (tofu.results).
+CacheResult = Literal["hit", "miss", "coalesced", "peer", "disk", "store"]
+_PRODUCED_BY: tuple[CacheResult, ...] = ("peer", "disk", "store")  # phases naming the source
 RenditionKey = tuple[Transform, Negotiated | None]
 
 
@@ -126,6 +129,7 @@ class ImageService:
         self._fetches: SingleFlight[str, Original] = SingleFlight()
         # The deadline of each render under way, which later requests for it extend.
         self._flights: dict[RenditionKey, _Flight] = {}
+        self._tiers = open_tiers(config, metrics)  # behind memory: disk, store; None: neither
 
         m = metrics
         self._hit = {c: m.cache_hits.labels(c).inc for c in ("result", "original", "not_found")}
@@ -170,7 +174,7 @@ class ImageService:
             self._miss["result"]()
             self._metrics.coalesced.labels("render").inc()
             return entry, "coalesced"
-        return entry, "peer" if "peer" in entry.phases else "miss"
+        return entry, next((by for by in _PRODUCED_BY if by in entry.phases), "miss")
 
     async def _fly(self, key: RenditionKey, flight: _Flight, owner: FetchFromOwner | None) -> Entry:
         """The shared work of one rendition, stopped at the flight's deadline."""
@@ -201,6 +205,8 @@ class ImageService:
     async def _produce(self, key: RenditionKey) -> Entry:
         transform, negotiated = key
         self._miss["result"]()
+        if self._tiers is not None and (entry := await self._from_tiers(key)):
+            return entry
         if self._not_found is not None and transform.key in self._not_found:
             self._hit["not_found"]()
             raise NotFound(f"no original at {transform.key!r}")
@@ -226,6 +232,29 @@ class ImageService:
             original.version,
             original.last_modified,
             phases,
+        )
+        self._store(key, entry)
+        if self._tiers is not None:
+            self._tiers.put(transform, negotiated, entry)  # in the background
+        return entry
+
+    async def _from_tiers(self, key: RenditionKey) -> Entry | None:
+        """The rendition from a result tier, if one has it made from the latest version of
+        the original this worker knows of (any version when it knows none)."""
+        assert self._tiers is not None
+        transform, negotiated = key
+        started = time.perf_counter()
+        stored = await self._tiers.get(transform, negotiated, self._versions.get(transform.key))
+        if stored is None:
+            return None
+        phases = {stored.tier: time.perf_counter() - started}
+        entry = Entry.create(
+            stored.body,
+            stored.media_type,
+            stored.version,
+            stored.last_modified,
+            phases,
+            etag=stored.etag,
         )
         self._store(key, entry)
         return entry
@@ -270,6 +299,8 @@ class ImageService:
         return self.pool.stalled()
 
     async def close(self) -> None:
+        if self._tiers is not None:
+            await self._tiers.close()
         await self._origin.close()
         self.pool.close()
 

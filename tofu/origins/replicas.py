@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tofu.breaker import Breaker
 from tofu.errors import NotFound, OriginError, OriginTimeout, TofuError
 from tofu.metrics import Metrics
 from tofu.origins import Original, SourceOrigin
@@ -50,20 +51,16 @@ class Hedging:
 class _Source:
     label: str
     origin: SourceOrigin
-    failures: int = 0  # in a row
-    opened_at: float | None = None  # breaker open since (monotonic)
+    breaker: Breaker
 
     def available(self, now: float) -> bool:
-        return self.opened_at is None or now - self.opened_at >= _COOLDOWN
+        return self.breaker.available(now)
 
     def succeeded(self) -> None:
-        self.failures = 0
-        self.opened_at = None
+        self.breaker.succeeded()
 
     def failed(self, now: float) -> None:
-        self.failures += 1
-        if self.opened_at is not None or self.failures >= _TRIP_AFTER:
-            self.opened_at = now  # (re)opened: a failed probe waits a whole cooldown again
+        self.breaker.failed(now)
 
 
 @dataclass(slots=True)
@@ -96,7 +93,9 @@ class Replicas:
         remote: bool = True,
     ) -> None:
         self._name = name
-        self._sources = [_Source(label, origin) for label, origin in sources]
+        self._sources = [
+            _Source(label, origin, Breaker(_TRIP_AFTER, _COOLDOWN)) for label, origin in sources
+        ]
         self._deadline = deadline
         self._hedging = hedging if remote else Hedging(0, 0)
         self._latencies = _Latencies()

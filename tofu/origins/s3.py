@@ -129,6 +129,12 @@ class S3Origin:
                 )
         return self._client
 
+    async def connect(self) -> None:
+        """Create the client now (botocore loads its service model: a few hundred ms), so that
+        a caller's deadline covers requests only."""
+        if self._client is None:
+            await self._open()
+
     async def fetch(self, key: str) -> Original:
         key = origin_key(key)  # nothing outside the prefix, whatever the store does with ".."
         client = self._client or await self._open()
@@ -165,6 +171,28 @@ class S3Origin:
             version=str(response.get("ETag", "")).strip('"') or f"len-{len(data)}",
             last_modified=modified.timestamp() if modified else None,
         )
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` (the shared result store writes renditions with it)."""
+        client = self._client or await self._open()
+        await self._policy.run(lambda: self._put(client, key, data), "S3")
+
+    async def _put(self, client: Any, key: str, data: bytes) -> None:
+        try:
+            await client.put_object(
+                Bucket=self._bucket,
+                Key=self._prefix + key,
+                Body=data,
+                ContentType="application/octet-stream",
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status in RETRYABLE_STATUS or code in _RETRYABLE_CODES:
+                raise Retryable(f"{status} {code}") from None
+            raise OriginError(f"S3 refused PutObject: {status} {code}") from None
+        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
+            raise Retryable(type(exc).__name__) from None
 
     async def check(self) -> None:
         client = self._client or await self._open()
