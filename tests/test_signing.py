@@ -189,7 +189,10 @@ def test_cli_sign_uses_the_first_secret_from_the_environment(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["sign", PATH], "give --secret KEY or --secret-file PATH, or set TOFU_SECRET"),
+        (
+            ["sign", PATH],
+            "give --secret KEY or --secret-file PATH (or TOFU_SECRET), or --thumbor-key",
+        ),
         (["sign", PATH.lstrip("/"), "--secret", SECRET], "PATH must start with /"),
     ],
 )

@@ -441,7 +441,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "drain_seconds",
-        "after SIGTERM: seconds /readyz reports 503 while still serving (none with --dev)",
+        "after SIGTERM: seconds /readyz reports 503 while still serving (none on Ctrl-C with "
+        "--dev)",
         _non_negative(float),
     ),
     Setting(

@@ -57,8 +57,9 @@ INFO_TOKEN = "info"
 # The size of an info document: no box (the document describes the original as it is).
 INFO_SIZE = Size(width=None, height=None, output=Output.INFO)
 # A preset's name: a URL segment that needs no encoding and reads as a name.
-# How every size token starts (a width, or x and a height); anything else is no size at all.
-_SIZE_START_RE = re.compile(r"x?[0-9]{1,5}(?![0-9])")
+# How every size token starts (a width, or x and a height); anything else is no size at all
+# (nor is a number of 7 digits or more, such as an ID: no side is a million pixels).
+_SIZE_START_RE = re.compile(r"x?[0-9]{1,6}(?![0-9])")
 PRESET_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 

@@ -88,14 +88,21 @@ async def _serve(
     log.info("tofu listening on http://%s:%d (pid %d)", config.host, config.port, os.getpid())
 
     stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
 
     app.readiness.draining = True
-    # No balancer to leave in development: stop at once.
-    drain = 0.0 if config.dev else config.drain_seconds
+    # Ctrl-C in development: no balancer to leave, stop at once. SIGTERM always drains.
+    interactive = config.dev and received[0] == signal.SIGINT
+    drain = 0.0 if interactive else config.drain_seconds
     log.info("draining for %gs before closing", drain)
     await asyncio.sleep(drain)
     for each in runners:
