@@ -284,12 +284,12 @@ def _rgb(request: _Request, red: str, green: str, blue: str) -> None:
 
 
 def _colorize(request: _Request, red: str, green: str, blue: str, colour: str) -> None:
-    percents = [bounded_int(v, 0, 100, "colorize(r%,g%,b%)") for v in (red, green, blue)]
+    red_, green_, blue_ = (bounded_int(v, 0, 100, "colorize(r%,g%,b%)") for v in (red, green, blue))
     text = colour.strip("'")
     if not re.fullmatch(r"[0-9a-fA-F]{6}", text):
         raise BadRequest(f"colorize(fill) must be six hex digits (rrggbb), got {colour!r}")
     rgb = bytes.fromhex(text)
-    request.operations["colorize"] = Colorize(*percents, colour=(rgb[0], rgb[1], rgb[2]))
+    request.operations["colorize"] = Colorize(red_, green_, blue_, (rgb[0], rgb[1], rgb[2]))
 
 
 def _proportion(request: _Request, value: str) -> None:

@@ -13,14 +13,16 @@ then encoding, all under the request's deadline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tofu.errors import TofuError
 from tofu.negotiate import Negotiated
 from tofu.render import animated, pipeline, steps
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import configure_libvips, configure_malloc
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import ImageFormat, Size
+from tofu.transform import FillKind, ImageFormat, Size
 
 __all__ = [
     "Cancellation",
@@ -48,16 +50,27 @@ class Plan:
     request: Size | None = None  # the size as asked, when it differs from ``size``
     cut: Source | None = None  # a manual crop (without trim) of the original, from the header
     cut_box: Box | None = None  # where that crop lies in the decoded original
+    watermarks: tuple[Source, ...] = ()  # the header of each of the operations' watermarks
 
 
 def prepare(
-    data: bytes, size: Size, settings: RenderSettings, negotiated: Negotiated | None = None
+    data: bytes,
+    size: Size,
+    settings: RenderSettings,
+    negotiated: Negotiated | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Plan:
     """The header's part (cheap). The output format is the URL's, else ``negotiated`` (from
-    the Accept header), else the source's family; animated sources within budget stay animated.
-    Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
+    the Accept header), else the source's family (a PNG without alpha as JPEG with
+    ``auto_jpeg``); animated sources within budget stay animated. ``watermarks``: the bytes of
+    each of the operations' watermarks, probed with the original's limits. Raises
+    ``UnsupportedMediaType`` or ``Unprocessable``."""
     source = steps.probe(data, settings)
     ops = size.operations
+    marks = tuple(
+        _probe_watermark(mark, spec.key, settings)
+        for mark, spec in zip(watermarks, ops.watermarks, strict=True)
+    )
     cut = cut_box = None
     if ops.cuts_source and ops.trim is None:
         cut_box = steps.cut_box(source.width, source.height, ops)
@@ -74,12 +87,18 @@ def prepare(
         most = settings.max_animation_pixels * 4 * 2  # as resized, twice
     else:
         output = resolved.format or (negotiated.still if negotiated else None) or source.family
+        if ops.auto_jpeg and output is ImageFormat.PNG and _opaque_png(source, resolved):
+            output = ImageFormat.JPEG
         memory = steps.memory_bytes(source, geometry, whole=ops.cuts_source)
         most = settings.max_source_pixels * source.bands * source.sample_bytes
     if ops.trim is not None and size.upscale:
         # Without upscaling, what is made of a trimmed part is at most what this layout of the
         # whole makes; upscaled, it is bounded only by the limits the pipeline checks again.
         memory += most
+    for mark in marks:
+        # Decoded whole (at most), and an overlay of tiles as large as the resized image.
+        resized = geometry.resized_width * geometry.resized_height
+        memory += (mark.width * mark.height + resized) * 4 * mark.sample_bytes
     return Plan(
         source,
         geometry,
@@ -90,6 +109,32 @@ def prepare(
         request=size if resolved != size else None,
         cut=cut,
         cut_box=cut_box,
+        watermarks=marks,
+    )
+
+
+def _probe_watermark(data: bytes, key: str, settings: RenderSettings) -> Source:
+    """A watermark's header, within the limits of an original (refused before decoding)."""
+    try:
+        return steps.probe(data, settings)
+    except TofuError as exc:
+        raise type(exc)(f"watermark {key!r}: {exc.reason}") from None
+
+
+def _opaque_png(source: Source, size: Size) -> bool:
+    """thumbor's ``autojpg`` condition: a PNG original without transparency, here from its
+    header, and no operation that makes some (transparent corners or fill)."""
+    ops = size.operations
+    transparent_corners = ops.round_corner is not None and ops.round_corner.colour[3] < 255
+    transparent_fill = (
+        ops.fill is not None and ops.fill.kind is FillKind.COLOUR and ops.fill.colour[3] < 255
+    )
+    return (
+        source.loader == "png"
+        and not source.has_alpha
+        and size.format is None
+        and not transparent_corners
+        and not transparent_fill
     )
 
 
@@ -98,9 +143,11 @@ def execute(
     plan: Plan,
     settings: RenderSettings,
     cancellation: Cancellation | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Rendition:
-    """The pipeline. Raises ``Unprocessable`` for a corrupt original, never anything else for
-    bad input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    """The pipeline (``watermarks``: as ``prepare`` had them). Raises ``Unprocessable`` for a
+    corrupt original, never anything else for bad input; ``RenderTimeout`` once
+    ``cancellation`` is cancelled."""
     context = pipeline.Context(
         data=data,
         source=plan.source,
@@ -113,6 +160,8 @@ def execute(
         cancellation=cancellation or Cancellation(),
         cut=plan.cut,
         cut_box=plan.cut_box,
+        watermark_data=tuple(watermarks),
+        watermark_sources=plan.watermarks,
     )
     return pipeline.run(context)
 
@@ -123,6 +172,9 @@ def render(
     settings: RenderSettings,
     negotiated: Negotiated | None = None,
     cancellation: Cancellation | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Rendition:
-    """Render ``data`` at ``size``: ``prepare`` then ``execute``."""
-    return execute(data, prepare(data, size, settings, negotiated), settings, cancellation)
+    """Render ``data`` at ``size`` (with the bytes of its watermarks): ``prepare`` then
+    ``execute``."""
+    plan = prepare(data, size, settings, negotiated, watermarks)
+    return execute(data, plan, settings, cancellation, watermarks)
