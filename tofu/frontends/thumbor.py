@@ -387,6 +387,32 @@ def parse_watermark(
     )
 
 
+# A configured default watermark's arguments after its key, when it gives none: the
+# bottom-right corner, 10 pixels in, opaque, at its own size.
+DEFAULT_WATERMARK_PLACEMENT = "-10,-10,0"
+
+
+def watermark_setting(text: str) -> tuple[str, Watermark]:
+    """``PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]`` (``--watermark``): the key prefix and
+    the watermark, its arguments as thumbor's filter takes them; ``ValueError`` otherwise."""
+    prefix, equals, arguments = text.partition("=")
+    if not equals:
+        raise ValueError(f"{text!r} is not PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]")
+    if "," not in arguments:
+        arguments += "," + DEFAULT_WATERMARK_PLACEMENT
+    pattern, _ = _FILTERS["watermark"]
+    match = pattern.fullmatch(f"watermark({arguments})")
+    if match is None:
+        raise ValueError(
+            f"{arguments!r} is not KEY,x,y,alpha[,w_ratio,h_ratio] (x, y: [-]N, [-]Np, center "
+            "or repeat; alpha 0-100; ratios 0-100 or none)"
+        )
+    try:
+        return prefix, parse_watermark(*match.groups())
+    except BadRequest as exc:
+        raise ValueError(exc.reason) from None
+
+
 def _watermark(request: _Request, *arguments: str | None) -> None:
     if len(request.watermarks) == _MAX_WATERMARKS:
         raise BadRequest(f"at most {_MAX_WATERMARKS} watermarks in a URL")
