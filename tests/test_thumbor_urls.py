@@ -116,7 +116,6 @@ GRAMMAR_CASES: list[tuple[str, Size]] = [
     ("300x0/filters:format(avif)/a.jpg", Size(300, None, format=ImageFormat.AVIF)),
     ("300x0/filters:format(heic)/a.jpg", Size(300, None)),  # not encoded by tofu: none
     ("300x0/filters:format(bmp)/a.jpg", Size(300, None)),  # thumbor: not allowed, none
-    ("300x0/filters:unknown(1):quality(50)/a.jpg", Size(300, None, quality=50)),
     ("300x0/filters:no_upscale():strip_icc():strip_exif()/a.jpg", Size(300, None)),
     ("fit-in/300x300/filters:upscale()/a.jpg", Size(300, 300, upscale=True)),
     ("300x0/filters:grayscale()/a.jpg", Size(300, None, operations=ops(grayscale=True))),

@@ -15,9 +15,8 @@ from typing import Any
 
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
-from tofu.frontends.thumbor import DEFAULT_WATERMARK_PLACEMENT, watermark_setting
 from tofu.origins.sources import Route, parse_route, parse_table
-from tofu.transform import ImageFormat, Watermark
+from tofu.transform import DEFAULT_WATERMARK_PLACEMENT, ImageFormat, Watermark
 from tofu.urls import SizeSpec, parse_size_spec
 
 
@@ -98,6 +97,9 @@ def _origin(text: str) -> str:
 
 
 def _watermark(text: str) -> str:
+    # Imported here: the front ends' package imports this module.
+    from tofu.frontends.thumbor import watermark_setting
+
     watermark_setting(text)  # validated here, parsed again where it is used
     return text
 
@@ -527,6 +529,8 @@ class Config:
     @property
     def default_watermarks(self) -> tuple[tuple[str, Watermark], ...]:
         """``--watermark``: (key prefix, watermark), the longest prefix first."""
+        from tofu.frontends.thumbor import watermark_setting  # see _watermark
+
         parsed = (watermark_setting(text) for text in self.watermark)
         return tuple(sorted(parsed, key=lambda item: len(item[0]), reverse=True))
 

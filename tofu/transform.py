@@ -136,6 +136,11 @@ class Watermark:
     height: int | None = None
 
 
+# A configured default watermark's arguments after its key when it gives none (--watermark):
+# the bottom-right corner, 10 pixels in, opaque, at its own size.
+DEFAULT_WATERMARK_PLACEMENT = "-10,-10,0"
+
+
 @dataclass(frozen=True, slots=True)
 class Operations:
     """Edits beyond scaling and cropping to the box (thumbor URLs have them). The defaults mean

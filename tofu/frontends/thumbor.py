@@ -38,6 +38,7 @@ from tofu.formats import BY_NAME
 from tofu.hints import Adapt
 from tofu.keys import Key, parse_key
 from tofu.transform import (
+    DEFAULT_WATERMARK_PLACEMENT,
     NO_OPERATIONS,
     Colorize,
     Colour,
@@ -387,11 +388,6 @@ def parse_watermark(
     )
 
 
-# A configured default watermark's arguments after its key, when it gives none: the
-# bottom-right corner, 10 pixels in, opaque, at its own size.
-DEFAULT_WATERMARK_PLACEMENT = "-10,-10,0"
-
-
 def watermark_setting(text: str) -> tuple[str, Watermark]:
     """``PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]`` (``--watermark``): the key prefix and
     the watermark, its arguments as thumbor's filter takes them; ``ValueError`` otherwise."""
@@ -506,6 +502,8 @@ def _apply_filters(request: _Request, filters: str, *, lenient: bool) -> None:
     """thumbor's ``FiltersFactory.create_instances``: split on ``):``, ignore what cannot be
     parsed, apply the rest in order. A filter tofu does not render is a 400 naming it, unless
     ``lenient``: ignored then, as thumbor ignores what it does not know."""
+    if not filters:
+        return
     parts = filters.split("):")
     for i, part in enumerate(parts):
         name = part.split("(")[0]

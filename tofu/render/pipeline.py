@@ -27,6 +27,7 @@ frames of different sizes, or jitter.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from tofu.render import adjust, animated, filters, steps, watermark
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import release_freed_memory
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import Colour, FillKind, ImageFormat, Operations, Size, Watermark
+from tofu.transform import Colour, FillKind, Fit, ImageFormat, Operations, Size, Watermark
 
 # Originals from this size up (pixels over all frames) leave tens of MB of freed decode
 # buffers behind (an 18 MP progressive JPEG: ~100 MB): handing them back keeps RSS down.
@@ -219,9 +220,12 @@ def _stretch(ctx: Context, image: pyvips.Image) -> pyvips.Image:
     """The box filled by scaling each side alone (thumbor's ``stretch``); never upscaled
     unless asked: a box larger than the source shrinks, keeping its aspect ratio, as a
     cover box does."""
-    width, height = ctx.size.width, ctx.size.height
-    assert width is not None and height is not None
     source = ctx.cut or ctx.source
+    # The box as a cover box would be resolved ("orig" sides, adaptive), not stretched.
+    plain = dataclasses.replace(ctx.request.operations, stretch=False)
+    box = steps.resolve(dataclasses.replace(ctx.request, operations=plain), source, ctx.settings)
+    width, height = box.width, box.height
+    assert width is not None and height is not None  # a cover box has both
     scale = max(width / source.width, height / source.height)
     if scale > 1 and not ctx.size.upscale:
         width, height = max(1, round(width / scale)), max(1, round(height / scale))
@@ -298,9 +302,7 @@ FRAME: tuple[Step, ...] = (
     Step(
         "stretch",
         _stretch,
-        lambda ctx: (
-            _ops(ctx).stretch and ctx.size.width is not None and ctx.size.height is not None
-        ),
+        lambda ctx: _ops(ctx).stretch and ctx.request.fit is Fit.COVER,
     ),
     Step("proportion", _proportion, lambda ctx: _ops(ctx).proportion is not None),
     Step(

@@ -232,11 +232,10 @@ def resolve(
             width, height = height, width
     fit = size.fit
     if ops.stretch and fit is Fit.COVER:
-        # Fit inside, then the pipeline's ``stretch`` step scales each side to the box: no
-        # crop, so no gravity.
-        return dataclasses.replace(
-            size, width=width, height=height, fit=Fit.INSIDE, gravity=Gravity.CENTRE, focal=None
-        )
+        # Resized to cover the box, no crop (as full fit-in), then the pipeline's ``stretch``
+        # step shrinks the longer side to the box: each side only ever scaled down once.
+        stretched = dataclasses.replace(size, fit=Fit.OUTSIDE, gravity=Gravity.CENTRE, focal=None)
+        return resolve(stretched, source, settings, offset)
     if fit is Fit.OUTSIDE:
         fit = Fit.INSIDE
         if width and height:
