@@ -100,7 +100,7 @@ _MAX_SATURATION = 100.0
 _MAX_KERNEL_SIDE = 15  # convolution: up to 15x15 (thumbor has no limit: 225 taps a pixel)
 _MAX_KERNEL_VALUE = 1e6
 _MAX_WATERMARKS = 4  # per URL, the configured default watermark besides
-_MAX_AGE = 10 * 365 * 86400  # the largest max_age(seconds) taken; --max-age bounds it again
+_MAX_AGE = 10 * 365 * 86400  # max_age(seconds) beyond is this (--max-age bounds it again)
 # thumbor 7's thumbor.filters.BUILTIN_FILTERS (autojpg ships beside them, not enabled).
 _THUMBOR_BUILTIN = frozenset(
     {
@@ -304,7 +304,8 @@ def _extract_focal(request: _Request) -> None:
 
 
 def _max_age(request: _Request, value: str) -> None:
-    request.operations["max_age"] = bounded_int(value, 0, _MAX_AGE, "max_age(seconds)")
+    # Any number, as thumbor takes it; the response never says more than --max-age.
+    request.operations["max_age"] = clamped_int(value, _MAX_AGE)
 
 
 def _autojpg(request: _Request, enabled: str | None = None) -> None:
