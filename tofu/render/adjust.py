@@ -146,8 +146,9 @@ def fill(image: pyvips.Image, spec: Fill, size: Size, median: Colour | None) -> 
 
 
 def median_colour(image: pyvips.Image) -> Colour:
-    """The median of each colour band (it reads the whole image)."""
-    bands = [int(image.extract_band(i).percent(50)) for i in range(min(image.bands, 3))]
+    """The median of each colour band, alpha not one of them (it reads the whole image)."""
+    colour_bands = image.bands - (1 if image.hasalpha() else 0)
+    bands = [int(image.extract_band(i).percent(50)) for i in range(min(colour_bands, 3))]
     if len(bands) == 1:
         bands *= 3
     return (bands[0], bands[1], bands[2], 255)
