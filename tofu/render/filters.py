@@ -156,10 +156,15 @@ def curve(image: pyvips.Image, spec: Curve) -> pyvips.Image:
 
 
 def convolution(image: pyvips.Image, spec: Convolution) -> pyvips.Image:
-    """The kernel over every band (alpha too), edges extended, each sum truncated and clipped."""
+    """The kernel over every band, edges extended, each sum truncated and clipped. Alpha too
+    when some pixel is transparent (thumbor's engine has an alpha band only then: an opaque
+    picture's alpha, as libvips decodes a GIF's, is left opaque). Reads the whole image."""
     image = to_8bit(image)
     if image.bands < 3:
         image = image.colourspace("srgb")
+    if image.hasalpha() and image.extract_band(image.bands - 1).min() == 255:
+        colour, alpha = _split(image)
+        return _join(convolution(colour, spec), alpha)
     total = sum(spec.matrix)
     values = [v / total for v in spec.matrix] if spec.normalize and total != 0 else spec.matrix
     rows = [list(values[i : i + spec.columns]) for i in range(0, len(values), spec.columns)]

@@ -361,11 +361,13 @@ FRAME: tuple[Step, ...] = (
         "convolution",
         lambda ctx, image: filters.convolution(image, _ops(ctx).convolution),  # type: ignore[arg-type]
         lambda ctx: _ops(ctx).convolution is not None,
+        whole=True,  # a neighbourhood of every pixel, the alpha band read again
     ),
     Step(
         "sharpen",
         lambda ctx, image: filters.sharpen(image, _ops(ctx).sharpen, ctx.computed),  # type: ignore[arg-type]
         lambda ctx: _ops(ctx).sharpen is not None,
+        whole=True,  # a neighbourhood of every pixel, the alpha band read again
     ),
     Step(
         "blur",
