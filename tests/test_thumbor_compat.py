@@ -331,11 +331,11 @@ def test_filters_change_the_picture_as_thumbors_do(
         effects.append(_difference(image, plain))
     theirs, ours = effects
     assert theirs.mean() > 3, "thumbor's filter does something"
-    assert 0.6 <= ours.mean() / theirs.mean() <= 1.6, (ours.mean(), theirs.mean())
+    assert 0.8 <= ours.mean() / theirs.mean() <= 1.25, (ours.mean(), theirs.mean())
     score = structural_similarity(
         theirs.astype(float), ours.astype(float), data_range=float(max(theirs.max(), 1))
     )
-    assert score >= 0.5, f"SSIM of the changes {score:.3f}"
+    assert score >= 0.8, f"SSIM of the changes {score:.3f}"
 
 
 def _mark_mask(base: str, path: str) -> np.ndarray:
@@ -351,7 +351,7 @@ def test_watermarks_land_where_thumbors_do(servers: tuple[Running, TofuProcess],
     theirs, ours = _mark_mask(thumbor.url, path), _mark_mask(tofu.url, path)
     assert theirs.sum() > 50
     overlap = (theirs & ours).sum() / (theirs | ours).sum()
-    assert overlap >= 0.85, f"the watermarks overlap {overlap:.2f}"
+    assert overlap >= 0.95, f"the watermarks overlap {overlap:.2f}"
 
 
 def test_noise_has_thumbors_spread_and_the_same_url_the_same_bytes(
@@ -437,7 +437,7 @@ def test_the_default_watermark_is_thumbors_watermark_filter(
     plain = decode(fetch(tofu.url, "/unsafe/" + path).body)
     ours = _difference(decode(fetch(lenient.url, "/unsafe/" + path).body), plain) > 90
     assert theirs.sum() > 50
-    assert (theirs & ours).sum() / (theirs | ours).sum() >= 0.85
+    assert (theirs & ours).sum() / (theirs | ours).sum() >= 0.95
     # The tofu grammar too (one canonical rendition: the same bytes), and not on other keys.
     assert fetch(lenient.url, "/300s/framed.png").body == fetch(lenient.url, "/unsafe/" + path).body
     photo = "/unsafe/300x200/photo.jpg"
