@@ -21,7 +21,7 @@ from tests.support.origins import CountingOrigin
 from tests.support.servers import SAMPLES
 from tofu.config import Config
 from tofu.errors import NotFound
-from tofu.negotiate import Negotiated
+from tofu.negotiate import Negotiated, Negotiator
 from tofu.peers import (
     RENDER_PATH,
     TIMEOUT_HEADER,
@@ -243,7 +243,11 @@ async def test_fallback_render_gets_only_what_is_left_of_the_deadline(tmp_path: 
     client = TestClient(RawTestServer(app.handle))
     await client.start_server()
     try:
-        width = next(w for w in range(100, 200) if peers.owner(transform(PHOTO_KEY, f"{w}"), None))
+        # The rendition the server routes: negotiated for a request without Accept.
+        negotiated = Negotiator(config.negotiate).choose("")
+        width = next(
+            w for w in range(100, 200) if peers.owner(transform(PHOTO_KEY, f"{w}"), negotiated)
+        )
         response = await client.get(f"/recipes/1203423/{width}/5366e857.jpg")
         assert response.status == 504
         assert origin.fetches == [PHOTO_KEY]  # it did fall back to fetching here
