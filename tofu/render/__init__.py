@@ -1,4 +1,5 @@
-"""Rendering: a pure function of (original bytes, size) -> (bytes, format). No I/O, no server.
+"""Rendering: a pure function of (original bytes, watermark bytes, size) -> (bytes, format). No
+I/O, no server: the service fetches the original and each of the size's watermarks.
 
 ``prepare`` reads the header only (cheap): ``probe`` sniffs the format and refuses unsupported
 formats and image bombs (too many pixels per frame); ``steps.layout`` computes the geometry
@@ -6,7 +7,8 @@ formats and image bombs (too many pixels per frame); ``steps.layout`` computes t
 refuses plans whose intermediate image would be too large; ``animated.animated_output``
 decides whether an animation stays animated (within its budget of frames and of decoded and
 resized pixels over all frames, else its first frame as a still); and it estimates the memory
-the render will hold. ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
+the render will hold (each watermark's header is probed with the original's limits and its
+pixels counted). ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
 cropping and the operations, the same steps for a still and for every frame of an animation,
 then encoding, all under the request's deadline.
 """
