@@ -20,8 +20,21 @@ ANIMATION = animated_gif(80, 60, 4, delay=DELAYS, border=8)
 SETTINGS = RenderSettings()
 
 
+# A watermark with a transparent hole, for the watermark filter (mark.png in its URLs).
+MARK = (
+    pyvips.Image.black(16, 12)
+    .new_from_image([255, 0, 255, 255])
+    .insert(pyvips.Image.black(8, 4).new_from_image([0, 0, 0, 0]), 4, 4)
+    .cast("uchar")
+    .copy(interpretation="srgb")
+    .pngsave_buffer()
+)
+
+
 def run(data: bytes, path: str) -> Rendition:
-    return render(data, parse_options(path + "/x.gif", max_side=4096).size, SETTINGS)
+    size = parse_options(path + "/x.gif", max_side=4096).size
+    marks = [MARK] * len(size.operations.watermarks)
+    return render(data, size, SETTINGS, watermarks=marks)
 
 
 def frames_of(body: bytes) -> list[np.ndarray]:
@@ -65,6 +78,18 @@ def difference(a: np.ndarray, b: np.ndarray) -> float:
         "trim/60x0",
         "10x10:70x50/60x0",  # manual crop
         "trim/0x0:50x30/60x0",  # trim, then a crop in the original's coordinates
+        "60x40/filters:sharpen(5,1,false)",
+        "60x40/filters:saturation(2.5)",
+        "60x40/filters:rgb(40,-30,20)",
+        "60x40/filters:colorize(60,10,80,00ff00)",
+        "60x40/filters:equalize()",
+        "60x40/filters:curve([(0,0),(255,255)],[(0,90),(255,255)],[(0,0),(255,90)],[(0,0),(255,255)])",
+        "60x40/filters:convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)",
+        "60x40/filters:noise(80,3)",
+        "60x60/filters:stretch()",
+        "60x40/filters:proportion(0.5)",
+        "60x40/filters:watermark(mark.png,-5,center,20)",
+        "60x40/filters:watermark(mark.png,repeat,repeat,0,20,20)",
     ],
 )
 def test_an_operation_applies_to_every_frame_as_to_a_still(path: str) -> None:

@@ -394,3 +394,40 @@ def test_sign_signs_what_serve_serves(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["sign", "--thumbor", "/300x200/smart/a.jpg", "--thumbor-key", SIGN_KEY]) == 0
     expected = f"/{thumbor_sign('300x200/smart/a.jpg', SIGN_KEY)}/300x200/smart/a.jpg"
     assert capsys.readouterr().out.strip() == expected
+
+
+def test_default_watermarks_from_flags_and_the_environment() -> None:
+    environ = {
+        "TOFU_ORIGIN": str(SAMPLES),
+        "TOFU_DEV": "1",
+        "TOFU_WATERMARK": "=marks/all.png\nrecipes/=marks/r.png,center,-5p,40,20,none\n",
+    }
+    config = Config.load({}, environ)
+    prefixes = [(prefix, mark.key, mark.x, mark.y, mark.alpha, mark.width, mark.height)
+                for prefix, mark in config.default_watermarks]  # fmt: skip
+    assert prefixes == [
+        ("recipes/", "marks/r.png", "center", "-5p", 40, 20, None),  # the longest prefix first
+        ("", "marks/all.png", "-10", "-10", 0, None, None),  # bottom right, 10 px in
+    ]
+    assert Config.load({"watermark": ["a/=m.png"]}, environ).watermark == ("a/=m.png",)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("m.png", "is not PREFIX=KEY"),
+        ("a/=m.png,left,0,0", "is not KEY,x,y,alpha"),
+        ("a/=m.png,0,0,101", "watermark(alpha) must be 0 to 100"),
+        ("a/=../m.png", "dot segment"),
+        ("a/=https://example.com/m.png", "not a URL"),
+    ],
+)
+def test_bad_watermarks_are_refused(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load({"origin": str(SAMPLES), "dev": True, "watermark": [value]}, {})
+    assert str(caught.value).startswith("--watermark:") and problem in str(caught.value)
+
+
+def test_one_watermark_per_prefix() -> None:
+    with pytest.raises(ConfigError, match="one watermark per prefix"):
+        Config.load({"origin": str(SAMPLES), "dev": True, "watermark": ["a=m.png", "a=n.png"]}, {})

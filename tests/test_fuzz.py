@@ -511,6 +511,20 @@ def call(name: str, *args: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 colours = st.sampled_from(["red", "fff", "00ff00", "transparent", "blur", "auto", "white"])
+booleans = st.sampled_from(["true", "false", "1", "0"])
+kernels = st.sampled_from(
+    ["1;2;1;2;4;2;1;2;1", "-1;-1;-1;-1;8;-1;-1;-1;-1", "1", "0;0;0", "1;1", ";".join(["1"] * 225)]
+)
+curves = st.sampled_from(
+    ["[(0,0),(255,255)]", "[(0,50),(128,200),(255,30)]", "[(10,10)]", "[]", "[(5,5),(5,9)]"]
+)
+marks = st.sampled_from(["fuzz/alpha.png", "fuzz/photo.jpg", "fuzz/anim.gif", "fuzz/missing.png"])
+positions = weighted(
+    (3, ints(-80, 80)),
+    (1, ints(-100, 100).map(lambda n: n + "p")),
+    (1, st.sampled_from(["center", "repeat", "-0", "-0p"])),
+)
+ratios = weighted((3, ints(0, 100)), (1, st.just("none")))
 plain_filters = st.one_of(
     call("quality", ints(0, 100)),
     call("format", st.sampled_from(["jpeg", "png", "webp", "avif", "gif", "heic"])),
@@ -527,6 +541,20 @@ plain_filters = st.one_of(
     call("round_corner", st.sampled_from(["5", "20|40", "0", "512"]), *[ints(0, 255)] * 3),
     call("round_corner", ints(1, 30), *[ints(0, 255)] * 3, st.sampled_from(["1", "0"])),
     call("background_color", colours),
+    call("sharpen", *[st.sampled_from(["0", "1.5", "10", "100", "101", "-1"])] * 2, booleans),
+    call("saturation", st.sampled_from(["0", "0.5", "1", "2.5", "-1", "100", "1e3", HUGE])),
+    call("rgb", *[ints(-100, 100)] * 3),
+    call("colorize", *[ints(0, 100)] * 3, st.sampled_from(["ff0000", "00ff00", "fff", "red"])),
+    call("proportion", st.sampled_from(["0", "0.01", "0.5", "1", "2", "-0.5"])),
+    call("noise", ints(0, 100)),
+    call("noise", ints(0, 100), ints(0, 2**31 - 1)),
+    call("convolution", kernels, st.sampled_from(["1", "3", "5", "2", "15"]), booleans),
+    call("curve", *[curves] * 4),
+    call("max_age", ints(0, 10**9)),
+    call("autojpg", booleans),
+    call("watermark", marks, positions, positions, ints(0, 100)),
+    call("watermark", marks, positions, positions, ints(0, 100), ratios, ratios),
+    *(call(name) for name in ("equalize", "stretch", "extract_focal", "autojpg")),
 )
 plain_thumbor_parts = st.fixed_dictionaries(
     {},

@@ -221,3 +221,26 @@ def test_a_cancelled_render_does_not_start() -> None:
     cancellation.cancel()
     with pytest.raises(RenderTimeout):
         render(MANY, parse_size("40", 4096), RenderSettings(), None, cancellation)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        "sharpen(5,1,false)",
+        "convolution(" + ";".join(["1"] * 225) + ",15,true)",
+        "equalize():noise(50):saturation(2)",
+    ],
+)
+def test_the_deadline_stops_thumbors_filters(filters: str) -> None:
+    """The new filter steps are watched like the others: cancelled 0.3 s in, a 4096x4096
+    render with them (seconds of work each) stops at once."""
+    data = pyvips.Image.black(64, 64).new_from_image([90, 120, 200]).cast("uchar").pngsave_buffer()
+    size = parse_options(f"4096x4096/filters:upscale():{filters}/x.png", max_side=4096).size
+    cancellation = Cancellation()
+    timer = threading.Timer(0.3, cancellation.cancel)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(RenderTimeout):
+        render(data, size, RenderSettings(), None, cancellation)
+    assert time.monotonic() - started < SLACK
+    timer.cancel()

@@ -173,3 +173,12 @@ async def test_a_png_flip_over_http_is_not_a_cached_422(make_client, tmp_path) -
     for path in ("/unsafe/800x-533/b/photo.png", "/unsafe/filters:rotate(90)/b/photo.png"):
         response = await client.get(path)
         assert response.status == 200, await response.text()
+
+
+def test_fill_auto_on_a_grey_picture_with_alpha_renders() -> None:
+    """fill(auto) measured a grey-and-alpha picture's alpha as its second colour band: a 500
+    (IndexError) found by the live fuzz."""
+    grey = pyvips.Image.new_from_buffer(picture(40, 30), "").colourspace("b-w")
+    data = grey.bandjoin(200).cast("uchar").pngsave_buffer()
+    filled = pixels(run(data, "fit-in/60x60/filters:fill(auto,true):grayscale()"))
+    assert (filled.width, filled.height) == (60, 60)

@@ -20,8 +20,12 @@ from tofu.config import Config, ConfigError
 from tofu.errors import BadRequest, Forbidden
 from tofu.frontends import Frontends, build_frontends
 from tofu.frontends.thumbor import ThumborFrontend, parse_options, sign
+from tofu.keys import Key
 from tofu.transform import (
     NO_OPERATIONS,
+    Colorize,
+    Convolution,
+    Curve,
     Fill,
     FillKind,
     Fit,
@@ -29,10 +33,12 @@ from tofu.transform import (
     ImageFormat,
     Operations,
     RoundCorner,
+    Sharpen,
     Size,
     Transform,
     Trim,
     TrimCorner,
+    Watermark,
 )
 from tofu.urls import ParsedPath, parse_path
 
@@ -117,7 +123,6 @@ GRAMMAR_CASES: list[tuple[str, Size]] = [
     ("300x0/filters:format(avif)/a.jpg", Size(300, None, format=ImageFormat.AVIF)),
     ("300x0/filters:format(heic)/a.jpg", Size(300, None)),  # not encoded by tofu: none
     ("300x0/filters:format(bmp)/a.jpg", Size(300, None)),  # thumbor: not allowed, none
-    ("300x0/filters:unknown(1):quality(50)/a.jpg", Size(300, None, quality=50)),
     ("300x0/filters:no_upscale():strip_icc():strip_exif()/a.jpg", Size(300, None)),
     ("fit-in/300x300/filters:upscale()/a.jpg", Size(300, 300, upscale=True)),
     ("300x0/filters:grayscale()/a.jpg", Size(300, None, operations=ops(grayscale=True))),
@@ -172,6 +177,78 @@ GRAMMAR_CASES: list[tuple[str, Size]] = [
     ),
     ("300x0/filters:focal(10x20:110x220)/a.jpg", Size(300, None)),  # nothing is cropped
     ("10000x0/a.jpg", Size(4096, None)),  # clamped, as thumbor's MAX_WIDTH does
+    (
+        "300x0/filters:sharpen(2,1.5,true)/a.jpg",
+        Size(300, None, operations=ops(sharpen=Sharpen(2.0, 1.5, True))),
+    ),
+    ("300x0/filters:saturation(1.5)/a.jpg", Size(300, None, operations=ops(saturation=1.5))),
+    ("300x0/filters:saturation(1)/a.jpg", Size(300, None)),  # changes nothing
+    ("300x0/filters:rgb(10,-20,0)/a.jpg", Size(300, None, operations=ops(rgb=(10, -20, 0)))),
+    ("300x0/filters:rgb(0,0,0)/a.jpg", Size(300, None)),
+    ("300x0/filters:equalize()/a.jpg", Size(300, None, operations=ops(equalize=True))),
+    (
+        "300x0/filters:colorize(10,20,30,ff8000)/a.jpg",
+        Size(300, None, operations=ops(colorize=Colorize(10, 20, 30, (255, 128, 0)))),
+    ),
+    ("300x0/filters:proportion(0.5)/a.jpg", Size(300, None, operations=ops(proportion=0.5))),
+    ("300x0/filters:proportion(1.5)/a.jpg", Size(300, None)),  # thumbor: (0, 1] only
+    ("300x0/filters:proportion(1)/a.jpg", Size(300, None)),
+    ("300x200/filters:stretch()/a.jpg", Size(300, 200, Fit.COVER, operations=ops(stretch=True))),
+    ("300x0/filters:max_age(60)/a.jpg", Size(300, None, operations=ops(max_age=60))),
+    ("300x0/filters:max_age(0)/a.jpg", Size(300, None, operations=ops(max_age=0))),
+    ("300x0/filters:autojpg()/a.jpg", Size(300, None, operations=ops(auto_jpeg=True))),
+    ("300x0/filters:autojpg(true)/a.jpg", Size(300, None, operations=ops(auto_jpeg=True))),
+    ("300x0/filters:autojpg(0)/a.jpg", Size(300, None)),
+    ("300x0/filters:noise(20)/a.jpg", Size(300, None, operations=ops(noise=(20, 0)))),
+    ("300x0/filters:noise(20,7)/a.jpg", Size(300, None, operations=ops(noise=(20, 7)))),
+    ("300x0/filters:noise(0)/a.jpg", Size(300, None)),
+    (
+        "300x0/filters:convolution(1;2;1;2;4;2;1;2;1,3)/a.jpg",
+        Size(
+            300,
+            None,
+            operations=ops(convolution=Convolution((1, 2, 1, 2, 4, 2, 1, 2, 1), 3, True)),
+        ),
+    ),
+    (
+        "300x0/filters:convolution(-1;0.5;-1,3,false)/a.jpg",
+        Size(300, None, operations=ops(convolution=Convolution((-1, 0.5, -1), 3, False))),
+    ),
+    (
+        "300x0/filters:curve([(0,0),(255,255)],[(0,9)],[(0,0),(128,200),(255,255)],[(0,0),(255,255)])/a.jpg",
+        Size(
+            300,
+            None,
+            operations=ops(
+                curve=Curve(
+                    ((0, 0), (255, 255)),
+                    ((0, 9),),
+                    ((0, 0), (128, 200), (255, 255)),
+                    ((0, 0), (255, 255)),
+                )
+            ),
+        ),
+    ),
+    (
+        "300x0/filters:watermark(w/m.png,-10,20p,50)/a.jpg",
+        Size(300, None, operations=ops(watermarks=(Watermark(Key("w/m.png"), "-10", "20p", 50),))),
+    ),
+    (
+        "300x0/filters:watermark('w/m.png',-0,center,0,30,none):watermark(x.png,repeat,007,100,0,20)/a.jpg",
+        Size(
+            300,
+            None,
+            operations=ops(
+                watermarks=(
+                    Watermark(Key("w/m.png"), "-0", "center", 0, 30, None),
+                    Watermark(Key("x.png"), "repeat", "7", 100, None, 20),
+                )
+            ),
+        ),
+    ),
+    # Arguments that do not match the filter's pattern: ignored, as thumbor ignores them.
+    ("300x0/filters:watermark(m.png,left,0,0)/a.jpg", Size(300, None)),
+    ("300x0/filters:colorize(10,20,30)/a.jpg", Size(300, None)),
 ]
 
 
@@ -262,11 +339,57 @@ def test_image_keys(path: str, key: str) -> None:
         ("300x0/%FF.jpg", "UTF-8"),
         ("", "no original image"),
         ("fit-in/300x300/filters:fill(nocolour)/a.jpg", "unknown colour"),
+        ("300x0/filters:frame(f.png)/a.jpg", "frame (a nine-patch border"),
+        ("300x0/filters:unknown(1):quality(50)/a.jpg", "unknown filter 'unknown'"),
+        ("300x0/filters:quality(50):redeye()/a.jpg", "unknown filter 'redeye'"),
+        ("300x0/filters:Quality(50)/a.jpg", "unknown filter 'Quality'"),
+        ("300x0/filters:watermark(../m.png,0,0,0)/a.jpg", "dot segment"),
+        ("300x0/filters:watermark(http://e.com/m.png,0,0,0)/a.jpg", "not a URL"),
     ],
 )
 def test_bad_urls_are_400_with_the_reason(path: str, reason: str) -> None:
     with pytest.raises(BadRequest, match=re.escape(reason)):
         parse_options(path, max_side=4096)
+
+
+@pytest.mark.parametrize(
+    "filters", ["frame(f.png)", "unknown(1)", "redeye()", "Quality(50)", "(1)"]
+)
+def test_lenient_ignores_what_is_not_rendered(filters: str) -> None:
+    """--thumbor-lenient: thumbor's own treatment of what it does not know."""
+    path = f"300x0/filters:{filters}:quality(50)/a.jpg"
+    assert parse_options(path, max_side=4096, lenient=True).size == Size(300, None, quality=50)
+
+
+def test_every_thumbor_builtin_filter_is_rendered_or_refused_by_name() -> None:
+    """thumbor 7's BUILTIN_FILTERS (its source, in the side-by-side suite's thumbor): each
+    one parses to an effect or is refused with a reason that names it, never ignored."""
+    builtin = {
+        "brightness": "brightness(10)", "colorize": "colorize(1,2,3,ff0000)",
+        "contrast": "contrast(10)", "rgb": "rgb(1,2,3)", "round_corner": "round_corner(5,0,0,0)",
+        "quality": "quality(50)", "noise": "noise(5)", "watermark": "watermark(m.png,0,0,0)",
+        "equalize": "equalize()", "fill": "fill(red)", "sharpen": "sharpen(1,1,true)",
+        "strip_exif": "strip_exif()", "strip_icc": "strip_icc()", "frame": "frame(f.png)",
+        "grayscale": "grayscale()", "rotate": "rotate(90)", "format": "format(webp)",
+        "max_bytes": "max_bytes(1000)", "convolution": "convolution(1,1)", "blur": "blur(2)",
+        "extract_focal": "extract_focal()", "focal": "focal(1x1:9x9)",
+        "no_upscale": "no_upscale()", "saturation": "saturation(2)", "max_age": "max_age(5)",
+        "curve": "curve([(0,0)],[(0,0)],[(0,0)],[(0,0)])",
+        "background_color": "background_color(red)",
+        "upscale": "upscale()", "proportion": "proportion(0.5)", "stretch": "stretch()",
+    }  # fmt: skip
+    # Filters tofu does anyway (strip_*: all metadata goes; no_upscale: the default) or that
+    # need more of the URL to show (extract_focal: an inner URL).
+    no_difference = {"strip_exif", "strip_icc", "no_upscale", "extract_focal"}
+    plain = parse_options("300x200/m.png", max_side=4096)
+    for name, call in builtin.items():
+        path = f"300x200/filters:{call}/m.png"
+        if name == "frame":
+            with pytest.raises(BadRequest, match=name):
+                parse_options(path, max_side=4096)
+            continue
+        parsed = parse_options(path, max_side=4096)
+        assert (parsed == plain) is (name in no_difference), name
 
 
 # --- signing ---------------------------------------------------------------------------------
@@ -467,6 +590,33 @@ OUT_OF_RANGE: list[tuple[str, str]] = [
     (f"{HUGE}x0:{HUGE}x1/300x0/a.jpg", "crop"),
     (f"300x0/filters:rotate({HUGE})/a.jpg", "rotate"),
     (f"300x0/filters:max_bytes({HUGE})/a.jpg", "max_bytes"),
+    ("300x0/filters:sharpen(101,1,true)/a.jpg", "sharpen(amount)"),
+    (f"300x0/filters:sharpen(1,{HUGE},true)/a.jpg", "sharpen(radius)"),
+    (f"300x0/filters:saturation({HUGE})/a.jpg", "saturation"),
+    ("300x0/filters:saturation(-101)/a.jpg", "saturation"),
+    ("300x0/filters:rgb(101,0,0)/a.jpg", "rgb"),
+    (f"300x0/filters:rgb(0,0,-{HUGE})/a.jpg", "rgb"),
+    ("300x0/filters:colorize(101,0,0,ff0000)/a.jpg", "colorize"),
+    ("300x0/filters:colorize(1,0,0,red)/a.jpg", "colorize(fill)"),
+    ("300x0/filters:colorize(1,0,0,ff00)/a.jpg", "colorize(fill)"),
+    ("300x0/filters:noise(101)/a.jpg", "noise(amount)"),
+    (f"300x0/filters:noise(10,{HUGE})/a.jpg", "noise(seed)"),
+    ("300x0/filters:convolution(1;1,2)/a.jpg", "convolution"),
+    ("300x0/filters:convolution(1;1;1;1;1;1,3)/a.jpg", "convolution"),  # 2 rows
+    (f"300x0/filters:convolution({';'.join(['1'] * 289)},17)/a.jpg", "convolution"),
+    (f"300x0/filters:convolution(1;{HUGE};1,3)/a.jpg", "convolution(matrix)"),
+    ("300x0/filters:curve([(0,0),(256,255)],[],[],[])/a.jpg", "curve"),
+    ("300x0/filters:curve([(9,0),(5,255)],[(0,0)],[(0,0)],[(0,0)])/a.jpg", "curve"),
+    ("300x0/filters:curve([],[(0,0)],[(0,0)],[(0,0)])/a.jpg", "curve"),
+    ("300x0/filters:watermark(m.png,0,0,101)/a.jpg", "watermark(alpha)"),
+    (f"300x0/filters:watermark(m.png,{HUGE},0,0)/a.jpg", "watermark(x)"),
+    ("300x0/filters:watermark(m.png,0,101p,0)/a.jpg", "watermark(y)"),
+    ("300x0/filters:watermark(m.png,0,0,0,101,none)/a.jpg", "watermark(w_ratio)"),
+    ("300x0/filters:watermark(m.png,0,0,0,none,-5)/a.jpg", "watermark(h_ratio)"),
+    (
+        "300x0/filters:" + ":".join(["watermark(m.png,0,0,0)"] * 5) + "/a.jpg",
+        "at most 4 watermarks",
+    ),
 ]
 
 
@@ -485,6 +635,8 @@ CLAMPED: list[tuple[str, Size]] = [
     (f"300x0/filters:blur(2,{HUGE})/a.jpg", Size(300, None, operations=ops(blur=(2, 14.0)))),
     ("300x0/filters:quality(0)/a.jpg", Size(300, None, quality=1)),
     (f"300x0/filters:quality({HUGE})/a.jpg", Size(300, None, quality=100)),
+    # Any lifetime, as thumbor takes it (the response says at most --max-age).
+    (f"300x0/filters:max_age({HUGE})/a.jpg", Size(300, None, operations=ops(max_age=315360000))),
 ]
 
 

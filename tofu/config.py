@@ -16,7 +16,7 @@ from typing import Any
 from tofu.errors import BadRequest
 from tofu.formats import FORMATS
 from tofu.origins.sources import Route, parse_route, parse_source, parse_table
-from tofu.transform import ImageFormat
+from tofu.transform import DEFAULT_WATERMARK_PLACEMENT, ImageFormat, Watermark
 from tofu.urls import Preset, SizeSpec, parse_preset, parse_size_spec
 
 
@@ -93,6 +93,14 @@ def _origin(text: str) -> str:
             "must be [PREFIX/=]SOURCE: a directory, s3://BUCKET[/PREFIX] or http(s)://"
         )
     parse_route(text)  # each backend validates its own sources
+    return text
+
+
+def _watermark(text: str) -> str:
+    # Imported here: the front ends' package imports this module.
+    from tofu.frontends.thumbor import watermark_setting
+
+    watermark_setting(text)  # validated here, parsed again where it is used
     return text
 
 
@@ -295,6 +303,24 @@ SETTINGS: tuple[Setting, ...] = (
         flag_only=True,
     ),
     Setting(
+        "thumbor_lenient",
+        "ignore thumbor filters tofu does not render (frame) or thumbor does not have, as "
+        "thumbor ignores unknown filters; without it they are a 400 that names them",
+        flag_only=True,
+    ),
+    Setting(
+        "watermark",
+        "PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]: composite the image at KEY (from the "
+        "origins) over every rendition whose key starts with PREFIX (empty: every key; the "
+        "longest matching prefix wins), placed as thumbor's watermark filter places it "
+        f"(default {DEFAULT_WATERMARK_PLACEMENT}: bottom right, 10 px in); on top of any the "
+        "URL asks for. Repeat for several prefixes; the variable holds one per line",
+        _watermark,
+        multiple=True,
+        split=_lines,
+        split_flag=False,
+    ),
+    Setting(
         "workers",
         "worker processes sharing the port (default: one per 4 cores, at least one)",
         _positive(int),
@@ -474,6 +500,8 @@ class Config:
     thumbor_key: tuple[str, ...] = ()
     thumbor_weak_key: bool = False
     thumbor_unsafe: bool = False
+    thumbor_lenient: bool = False
+    watermark: tuple[str, ...] = ()  # PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]] each
     workers: int = field(default_factory=default_workers)
     max_renders: int = field(default_factory=default_max_renders)
     vips_concurrency: int = 1
@@ -564,6 +592,14 @@ class Config:
         return presets
 
     @property
+    def default_watermarks(self) -> tuple[tuple[str, Watermark], ...]:
+        """``--watermark``: (key prefix, watermark), the longest prefix first."""
+        from tofu.frontends.thumbor import watermark_setting  # see _watermark
+
+        parsed = (watermark_setting(text) for text in self.watermark)
+        return tuple(sorted(parsed, key=lambda item: len(item[0]), reverse=True))
+
+    @property
     def allowed_sizes(self) -> frozenset[SizeSpec]:
         return frozenset(parse_size_spec(token, self.max_output_side) for token in self.sizes)
 
@@ -641,6 +677,9 @@ class Config:
             problems.append("--cache-item-max must be within (0, 1]")
         if self.avif_effort > 9:
             problems.append("--avif-effort must be 0-9")
+        prefixes = [text.partition("=")[0] for text in self.watermark]
+        if len(set(prefixes)) < len(prefixes):
+            problems.append("--watermark: one watermark per prefix")
         if (
             self.s3_endpoint_url
             and not self.result_store

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
@@ -44,14 +44,26 @@ class RenderPool:
         self._budget = budget or RenderBudget(config.max_renders, config.render_memory)
         self._rendering_since: dict[Cancellation, float] = {}  # monotonic start per render
 
-    async def plan(self, data: bytes, size: Size, negotiated: Negotiated | None) -> Plan:
+    async def plan(
+        self,
+        data: bytes,
+        size: Size,
+        negotiated: Negotiated | None,
+        watermarks: Sequence[bytes] = (),
+    ) -> Plan:
         """``prepare`` (header only) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._planning, prepare, data, size, self._settings, negotiated
+            self._planning, prepare, data, size, self._settings, negotiated, watermarks
         )
 
-    async def render(self, data: bytes, plan: Plan, phases: dict[str, float]) -> Rendition:
+    async def render(
+        self,
+        data: bytes,
+        plan: Plan,
+        phases: dict[str, float],
+        watermarks: Sequence[bytes] = (),
+    ) -> Rendition:
         """Wait for a node-wide slot with room for ``plan.memory_bytes``, then render in a
         thread. Fills ``phases`` (queue, render, encode). Cancelling the caller (its deadline)
         kills the render inside libvips; the slot and memory are given back only once its
@@ -59,7 +71,7 @@ class RenderPool:
         metrics = self._metrics
         try:
             async with self._slot(plan.memory_bytes, phases):
-                rendition = await self._execute(data, plan)
+                rendition = await self._execute(data, plan, watermarks)
         except TofuError as exc:
             metrics.render_errors.labels(str(exc.status)).inc()
             raise
@@ -89,11 +101,11 @@ class RenderPool:
             metrics.render_memory.set(self._budget.held)
             metrics.sample_libvips_memory()
 
-    async def _execute(self, data: bytes, plan: Plan) -> Rendition:
+    async def _execute(self, data: bytes, plan: Plan, watermarks: Sequence[bytes]) -> Rendition:
         cancellation = Cancellation()
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._renders, execute, data, plan, self._settings, cancellation
+            self._renders, execute, data, plan, self._settings, cancellation, watermarks
         )
         self._metrics.renders_in_flight.inc()
         self._rendering_since[cancellation] = time.monotonic()

@@ -75,6 +75,7 @@ class Handlers:
         )
         self._accept_ch = ACCEPT_CH if config.client_hints else None
         self._cache_control = f"public, max-age={config.max_age}, immutable"
+        self._max_age = config.max_age
         self._requests: dict[tuple[int, str], Callable[[], None]] = {}
         self._max_path_length = config.max_path_length
         # Paths that parsed and passed the guard, so a hot URL skips parsing and the HMAC;
@@ -135,15 +136,19 @@ class Handlers:
             if vary and (vary_value := self._hints.vary(vary, None)):
                 response.headers["Vary"] = vary_value
             return response
-        response = self._respond(request, entry, vary)
+        response = self._respond(request, entry, vary, transform.size.operations.max_age)
         self._count(request, response.status, log.cache, time.perf_counter() - started)
         return response
 
     def _respond(
-        self, request: web.BaseRequest, entry: Entry, vary: tuple[str, ...]
+        self,
+        request: web.BaseRequest,
+        entry: Entry,
+        vary: tuple[str, ...],
+        max_age: int | None,
     ) -> web.Response:
         headers = {
-            "Cache-Control": self._cache_control,
+            "Cache-Control": self._cache_control_for(max_age),
             "ETag": entry.etag,
         }
         if entry.last_modified_http is not None:
@@ -156,6 +161,14 @@ class Handlers:
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = entry.media_type
         return web.Response(body=entry.body, headers=headers)
+
+    def _cache_control_for(self, max_age: int | None) -> str:
+        """``--max-age`` (immutable), or the shorter lifetime the URL asks for (thumbor's
+        ``max_age`` filter), never longer than ``--max-age``: a rendition that expires is
+        not immutable."""
+        if max_age is None or max_age >= self._max_age:
+            return self._cache_control
+        return f"public, max-age={max_age}"
 
     async def healthz(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})

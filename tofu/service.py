@@ -219,11 +219,16 @@ class ImageService:
         phases: dict[str, float] = {}
         try:
             started = time.perf_counter()
-            # No render slot is held while fetching: a slow origin must not idle the CPU.
-            original = await self._original(transform.key)
+            # No render slot is held while fetching: a slow origin must not idle the CPU. The
+            # watermarks are originals too (fetched alongside, cached and coalesced alike).
+            original, *marks = await asyncio.gather(
+                self._original(transform.key),
+                *(self._watermark(w.key) for w in transform.size.operations.watermarks),
+            )
             phases["fetch"] = time.perf_counter() - started
-            plan = await self.pool.plan(original.data, transform.size, negotiated)
-            rendition = await self.pool.render(original.data, plan, phases)
+            watermarks = tuple(mark.data for mark in marks)
+            plan = await self.pool.plan(original.data, transform.size, negotiated, watermarks)
+            rendition = await self.pool.render(original.data, plan, phases, watermarks)
         finally:
             self._in_progress -= 1
         entry = Entry.create(
@@ -274,6 +279,16 @@ class ImageService:
         if joined:
             self._metrics.coalesced.labels("fetch").inc()
         return original
+
+    async def _watermark(self, key: str) -> Original:
+        """A watermark's original; its absence named as such (the rendition's 404)."""
+        if self._not_found is not None and key in self._not_found:
+            self._hit["not_found"]()
+            raise NotFound(f"no watermark image at {key!r}")
+        try:
+            return await self._original(key)
+        except NotFound:
+            raise NotFound(f"no watermark image at {key!r}") from None
 
     async def _fetch(self, key: str) -> Original:
         """One fetch from the origin (whose own metrics count its errors, per origin)."""

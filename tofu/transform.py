@@ -14,7 +14,7 @@ from typing import Any
 from tofu.formats import ImageFormat
 from tofu.keys import Key
 
-__all__ = ["Fit", "Gravity", "ImageFormat", "Output", "Size", "Transform"]
+__all__ = ["Fit", "Gravity", "ImageFormat", "Output", "Size", "Transform", "Watermark"]
 
 
 class Output(enum.Enum):
@@ -85,14 +85,83 @@ class RoundCorner:
 
 
 @dataclass(frozen=True, slots=True)
+class Sharpen:
+    """thumbor's wavelet sharpen (Marco Rossini's GIMP plugin): five levels of detail, each
+    amplified by ``amount * exp(-(level - radius)^2 / 1.5) + 1``."""
+
+    amount: float
+    radius: float
+    luminance_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Colorize:
+    """Blend each channel towards ``colour`` by its percentage (0-100)."""
+
+    red: int
+    green: int
+    blue: int
+    colour: tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Convolution:
+    """A kernel of ``columns`` columns (odd rows and columns), edges extended, optionally
+    divided by its sum; applied to every band, alpha included (thumbor's ``_convolution``)."""
+
+    matrix: tuple[float, ...]
+    columns: int
+    normalize: bool
+
+
+# A curve: (input, output) control points, 0-255, inputs strictly increasing.
+CurvePoints = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """thumbor's ``curve``: a cubic spline through each list of points as a lookup table; the
+    channel's own curve first, then ``all`` on every channel."""
+
+    all: CurvePoints
+    red: CurvePoints
+    green: CurvePoints
+    blue: CurvePoints
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """An image from the origin composited over the rendition, with thumbor's arguments:
+    ``x``/``y`` are ``center``, ``repeat``, pixels (``-N``: from the right/bottom edge, ``-0``
+    included) or a percentage of the image (``20p``, ``-20p``); ``alpha`` 0-100 is the
+    transparency added; ``width``/``height`` (percent of the image, None: free) bound the
+    watermark's size, its aspect ratio kept."""
+
+    key: Key
+    x: str
+    y: str
+    alpha: int = 0
+    width: int | None = None
+    height: int | None = None
+
+
+# A configured default watermark's arguments after its key when it gives none (--watermark):
+# the bottom-right corner, 10 pixels in, opaque, at its own size.
+DEFAULT_WATERMARK_PLACEMENT = "-10,-10,0"
+
+
+@dataclass(frozen=True, slots=True)
 class Operations:
     """Edits beyond scaling and cropping to the box (thumbor URLs have them). The defaults mean
     "none", so that a rendition without any is the same cache key whatever its URL grammar.
 
     Geometry before scaling: ``trim``, then ``crop`` (in source pixels, after EXIF orientation);
     the box: ``adaptive``, ``original_width``/``original_height``, ``focal_box``; after scaling,
-    in this order: flips, ``rotate``, ``grayscale``, ``brightness``, ``contrast``, ``blur``,
-    ``round_corner``, ``fill``, ``background``; when encoding: ``max_bytes``.
+    in this order: ``stretch`` (to the box, aspect not kept), ``proportion``, flips, ``rotate``,
+    ``grayscale``, ``brightness``, ``contrast``, ``rgb``, ``saturation``, ``colorize``,
+    ``equalize``, ``curve``, ``convolution``, ``sharpen``, ``blur``, ``noise``,
+    ``round_corner``, ``fill``, ``background``, ``watermarks``; when encoding: ``auto_jpeg``,
+    ``max_bytes``; in the response: ``max_age``.
     """
 
     trim: Trim | None = None
@@ -112,6 +181,19 @@ class Operations:
     fill: Fill | None = None
     background: Colour | None = None  # what transparent parts are flattened onto
     max_bytes: int | None = None  # lower the quality until the JPEG/WebP fits
+    stretch: bool = False  # a cover box is filled by scaling each side alone (no crop)
+    proportion: float | None = None  # the result scaled by this (0-1]
+    rgb: tuple[int, int, int] | None = None  # percent of full scale added to each channel
+    saturation: float | None = None  # 1 keeps, 0 grey, >1 more saturated
+    colorize: Colorize | None = None
+    equalize: bool = False  # per-channel histogram equalisation
+    curve: Curve | None = None
+    convolution: Convolution | None = None
+    sharpen: Sharpen | None = None
+    noise: tuple[int, int] | None = None  # amount (0-100), seed: the same URL, the same noise
+    watermarks: tuple[Watermark, ...] = ()  # composited in order
+    auto_jpeg: bool = False  # a still PNG output without transparency becomes JPEG
+    max_age: int | None = None  # Cache-Control max-age for this rendition (seconds)
 
     @property
     def cuts_source(self) -> bool:

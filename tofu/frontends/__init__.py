@@ -9,12 +9,14 @@ entry whichever grammar asked for it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
 from tofu.config import Config
 from tofu.frontends.thumbor import ThumborFrontend
 from tofu.frontends.tofu import TofuFrontend
+from tofu.transform import Watermark
 from tofu.urls import ParsedPath
 
 
@@ -50,9 +52,37 @@ class Frontends:
         return next((f for f in self._claimants if f.claims(raw_path)), self._fallback)
 
 
+class DefaultWatermarks:
+    """A front end whose verified renditions get the configured watermark of the longest
+    ``--watermark`` prefix their key starts with, after any the URL asks for. Added after
+    verification (signatures and allowlists cover what the URL says), before the cache key is
+    taken: the watermark is part of the ``Transform``."""
+
+    def __init__(self, inner: Frontend, defaults: Sequence[tuple[str, Watermark]]) -> None:
+        self._inner = inner
+        self._defaults = tuple(defaults)
+
+    def claims(self, raw_path: str) -> bool:
+        return self._inner.claims(raw_path)
+
+    def parse(self, raw_path: str) -> ParsedPath:
+        return self._inner.parse(raw_path)
+
+    def verify(self, parsed: ParsedPath) -> ParsedPath:
+        parsed = self._inner.verify(parsed)
+        transform = parsed.transform
+        mark = next((m for prefix, m in self._defaults if transform.key.startswith(prefix)), None)
+        if mark is None:
+            return parsed
+        ops = transform.size.operations
+        ops = dataclasses.replace(ops, watermarks=(*ops.watermarks, mark))
+        size = dataclasses.replace(transform.size, operations=ops)
+        return dataclasses.replace(parsed, transform=dataclasses.replace(transform, size=size))
+
+
 def build_frontends(config: Config) -> Frontends:
     """The front ends ``config`` enables: thumbor's (with ``--thumbor-key``, ``--thumbor-unsafe``
-    or an open ``--dev``) before tofu's own."""
+    or an open ``--dev``) before tofu's own; with ``--watermark``, both add its watermarks."""
     frontends: list[Frontend] = []
     if config.thumbor_key or config.thumbor_unsafe or config.dev_open:
         frontends.append(
@@ -60,7 +90,11 @@ def build_frontends(config: Config) -> Frontends:
                 config.thumbor_key,
                 allow_unsafe=config.thumbor_unsafe or config.dev_open,
                 max_side=config.max_output_side,
+                lenient=config.thumbor_lenient,
             )
         )
     frontends.append(TofuFrontend(config))
+    defaults = config.default_watermarks
+    if defaults:
+        frontends = [DefaultWatermarks(f, defaults) for f in frontends]
     return Frontends(frontends)

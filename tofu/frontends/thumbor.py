@@ -11,8 +11,12 @@ base64 with its ``=`` padding (28 characters). Everything maps onto tofu's ``Siz
 ``Operations``: a plain ``WxH`` (thumbor crops to fill the box) is tofu's ``WxHc``, so
 ``/unsafe/300x200/a.jpg`` and ``/300x200c/a.jpg`` are one cache entry.
 
-Filters parse as thumbor parses them: an unknown filter, or one whose arguments do not match
-its pattern, is ignored. ``meta/`` answers thumbor's JSON description of the rendition
+Filters parse as thumbor parses them: one whose arguments do not match its pattern is
+ignored. Every built-in filter of thumbor 7 is rendered but ``frame`` (a nine-patch border),
+which is refused with a 400 that names it, as is a filter thumbor does not have built in:
+silently different output is worse than a refusal for a migration. ``lenient`` (the
+``--thumbor-lenient`` switch) ignores both instead, as thumbor ignores what it does not know.
+``meta/`` answers thumbor's JSON description of the rendition
 (``tofu.render.documents.thumbor_meta``; not with ``trim``); ``debug/`` is refused.
 """
 
@@ -21,6 +25,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,8 +39,13 @@ from tofu.formats import BY_NAME
 from tofu.hints import Adapt
 from tofu.keys import Key, parse_key
 from tofu.transform import (
+    DEFAULT_WATERMARK_PLACEMENT,
     NO_OPERATIONS,
+    Colorize,
     Colour,
+    Convolution,
+    Curve,
+    CurvePoints,
     Fill,
     FillKind,
     Fit,
@@ -43,10 +54,12 @@ from tofu.transform import (
     Operations,
     Output,
     RoundCorner,
+    Sharpen,
     Size,
     Transform,
     Trim,
     TrimCorner,
+    Watermark,
 )
 from tofu.urls import ParsedPath, bounded_int, clamped_int
 
@@ -83,6 +96,27 @@ _MAX_BYTES = 2**31 - 1
 _MAX_COORDINATE = 10_000_000  # source pixels (crop and focal boxes): libvips' VIPS_MAX_COORD
 _MAX_SIGMA_PER_RADIUS = 7.0
 _MAX_SIGMA = 1000.0  # libvips' gaussblur limit
+_MAX_SHARPEN_AMOUNT = 100.0  # thumbor's typical values: 0-10
+_MAX_SHARPEN_RADIUS = 10.0  # the level amplified most; thumbor's has 5 levels (0-4)
+_MAX_SATURATION = 100.0
+_MAX_KERNEL_SIDE = 15  # convolution: up to 15x15 (thumbor has no limit: 225 taps a pixel)
+_MAX_KERNEL_VALUE = 1e6
+_MAX_WATERMARKS = 4  # per URL, the configured default watermark besides
+_MAX_AGE = 10 * 365 * 86400  # max_age(seconds) beyond is this (--max-age bounds it again)
+# thumbor 7's thumbor.filters.BUILTIN_FILTERS (autojpg ships beside them, not enabled).
+_THUMBOR_BUILTIN = frozenset(
+    {
+        "brightness", "colorize", "contrast", "rgb", "round_corner", "quality", "noise",
+        "watermark", "equalize", "fill", "sharpen", "strip_exif", "strip_icc", "frame",
+        "grayscale", "rotate", "format", "max_bytes", "convolution", "blur", "extract_focal",
+        "focal", "no_upscale", "saturation", "max_age", "curve", "background_color", "upscale",
+        "proportion", "stretch",
+    }
+)  # fmt: skip
+# thumbor's built-in filters tofu does not render, and why.
+REFUSED_FILTERS = {
+    "frame": "frame (a nine-patch border image around the picture) is not supported",
+}
 
 # thumbor's filter argument patterns (thumbor.filters.BaseFilter).
 _POSITIVE = r"[\d]+"
@@ -119,6 +153,8 @@ class _Request:
         self.format: ImageFormat | None = None
         self.upscale = False
         self.operations: dict[str, Any] = {}
+        self.extract_focal = False
+        self.watermarks: list[Watermark] = []
 
 
 def _quality(request: _Request, value: str) -> None:
@@ -216,7 +252,168 @@ def _background_color(request: _Request, colour: str) -> None:
     request.operations["background"] = parse_colour(colour)
 
 
+def bounded_float(text: str, low: float, high: float, what: str) -> float:
+    """``text`` (a decimal a filter pattern matched) within ``low``-``high``, else a 400."""
+    value = float(text)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise BadRequest(f"{what} must be {low:g} to {high:g}")
+    return value
+
+
+def _sharpen(request: _Request, amount: str, radius: str, luminance_only: str) -> None:
+    request.operations["sharpen"] = Sharpen(
+        bounded_float(amount, 0, _MAX_SHARPEN_AMOUNT, "sharpen(amount)"),
+        bounded_float(radius, 0, _MAX_SHARPEN_RADIUS, "sharpen(radius)"),
+        _boolean(luminance_only),
+    )
+
+
+def _saturation(request: _Request, change: str) -> None:
+    value = bounded_float(change, -_MAX_SATURATION, _MAX_SATURATION, "saturation(change)")
+    request.operations["saturation"] = None if value == 1 else value
+
+
+def _rgb(request: _Request, red: str, green: str, blue: str) -> None:
+    deltas = tuple(bounded_int(v, -100, 100, "rgb(r,g,b)") for v in (red, green, blue))
+    request.operations["rgb"] = deltas if any(deltas) else None
+
+
+def _colorize(request: _Request, red: str, green: str, blue: str, colour: str) -> None:
+    red_, green_, blue_ = (bounded_int(v, 0, 100, "colorize(r%,g%,b%)") for v in (red, green, blue))
+    text = colour.strip("'")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", text):
+        raise BadRequest(f"colorize(fill) must be six hex digits (rrggbb), got {colour!r}")
+    rgb = bytes.fromhex(text)
+    request.operations["colorize"] = Colorize(red_, green_, blue_, (rgb[0], rgb[1], rgb[2]))
+
+
+def _proportion(request: _Request, value: str) -> None:
+    proportion = float(value)
+    if 0 < proportion < 1:  # thumbor ignores others (1 changes nothing)
+        request.operations["proportion"] = proportion
+
+
+def _extract_focal(request: _Request) -> None:
+    request.extract_focal = True
+
+
+def _max_age(request: _Request, value: str) -> None:
+    # Any number, as thumbor takes it; the response never says more than --max-age.
+    request.operations["max_age"] = clamped_int(value, _MAX_AGE)
+
+
+def _autojpg(request: _Request, enabled: str | None = None) -> None:
+    request.operations["auto_jpeg"] = enabled is None or _boolean(enabled)
+
+
+def _noise(request: _Request, amount: str, seed: str | None = None) -> None:
+    level = bounded_int(amount, 0, 100, "noise(amount)")
+    request.operations["noise"] = (
+        (level, bounded_int(seed or "0", 0, 2**31 - 1, "noise(seed)")) if level else None
+    )
+
+
+def _convolution(
+    request: _Request, matrix: str, columns: str, normalize: str | None = None
+) -> None:
+    width = bounded_int(columns, 1, _MAX_KERNEL_SIDE, "convolution(columns)")
+    items = matrix.split(";")
+    if len(items) > _MAX_KERNEL_SIDE**2 or len(items) % width or len(items) // width % 2 == 0:
+        raise BadRequest(
+            "convolution(matrix, columns) must be a kernel of odd columns and odd rows, "
+            f"up to {_MAX_KERNEL_SIDE}x{_MAX_KERNEL_SIDE}"
+        )
+    if width % 2 == 0:
+        raise BadRequest("convolution(columns) must be odd")
+    values = tuple(
+        bounded_float(v, -_MAX_KERNEL_VALUE, _MAX_KERNEL_VALUE, "convolution(matrix) values")
+        for v in items
+    )
+    request.operations["convolution"] = Convolution(
+        values, width, normalize is None or _boolean(normalize)
+    )
+
+
+def _curve_points(text: str) -> CurvePoints:
+    points = tuple(
+        (bounded_int(x, 0, 255, "curve points"), bounded_int(y, 0, 255, "curve points"))
+        for x, y in re.findall(r"\((\d+),(\d+)\)", text)
+    )
+    if not points or any(a[0] >= b[0] for a, b in itertools.pairwise(points)):
+        raise BadRequest("a curve must have points with strictly increasing inputs")
+    return points
+
+
+def _curve(request: _Request, all_: str, red: str, green: str, blue: str) -> None:
+    request.operations["curve"] = Curve(*(_curve_points(c) for c in (all_, red, green, blue)))
+
+
+def _watermark_position(text: str, what: str) -> str:
+    """thumbor's position, canonical: center, repeat, or [-]N[p] without leading zeros (the
+    sign kept: ``-0`` is the right or bottom edge)."""
+    if text in ("center", "repeat"):
+        return text
+    sign, digits, percent = re.fullmatch(r"(-?)(\d+)(p?)", text).groups()  # type: ignore[union-attr]
+    high = 100 if percent else _MAX_COORDINATE
+    return f"{sign}{bounded_int(digits, 0, high, what)}{percent}"
+
+
+def _watermark_ratio(text: str | None, what: str) -> int | None:
+    if text is None or text == "none":
+        return None
+    return bounded_int(text, 0, 100, what) or None  # thumbor: 0 is none
+
+
+def parse_watermark(
+    image: str,
+    x: str,
+    y: str,
+    alpha: str,
+    width: str | None = None,
+    height: str | None = None,
+) -> Watermark:
+    """thumbor's ``watermark(image, x, y, alpha[, w_ratio, h_ratio])`` arguments, checked."""
+    return Watermark(
+        _image_key(image.strip("'")),
+        _watermark_position(x, "watermark(x)"),
+        _watermark_position(y, "watermark(y)"),
+        bounded_int(alpha, 0, 100, "watermark(alpha)"),
+        _watermark_ratio(width, "watermark(w_ratio)"),
+        _watermark_ratio(height, "watermark(h_ratio)"),
+    )
+
+
+def watermark_setting(text: str) -> tuple[str, Watermark]:
+    """``PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]`` (``--watermark``): the key prefix and
+    the watermark, its arguments as thumbor's filter takes them; ``ValueError`` otherwise."""
+    prefix, equals, arguments = text.partition("=")
+    if not equals:
+        raise ValueError(f"{text!r} is not PREFIX=KEY[,x,y,alpha[,w_ratio,h_ratio]]")
+    if "," not in arguments:
+        arguments += "," + DEFAULT_WATERMARK_PLACEMENT
+    pattern, _ = _FILTERS["watermark"]
+    match = pattern.fullmatch(f"watermark({arguments})")
+    if match is None:
+        raise ValueError(
+            f"{arguments!r} is not KEY,x,y,alpha[,w_ratio,h_ratio] (x, y: [-]N, [-]Np, center "
+            "or repeat; alpha 0-100; ratios 0-100 or none)"
+        )
+    try:
+        return prefix, parse_watermark(*match.groups())
+    except BadRequest as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _watermark(request: _Request, *arguments: str | None) -> None:
+    if len(request.watermarks) == _MAX_WATERMARKS:
+        raise BadRequest(f"at most {_MAX_WATERMARKS} watermarks in a URL")
+    request.watermarks.append(parse_watermark(*arguments))  # type: ignore[arg-type]
+
+
 _Apply = Callable[..., None]
+_POSITION = r"(?:-?\d+p?)|center|repeat"
+_RATIO = r"(?:-?\d+)|none"
+_CURVE = r"\[(?:\(\d+,\d+\),?)*\]"
 _FILTERS: dict[str, tuple[re.Pattern[str], _Apply]] = {
     "quality": (_filter_re("quality", _POSITIVE), _quality),
     "format": (_filter_re("format", _STRING), _format),
@@ -245,6 +442,37 @@ _FILTERS: dict[str, tuple[re.Pattern[str], _Apply]] = {
         _round_corner,
     ),
     "background_color": (_filter_re("background_color", _WORD), _background_color),
+    "sharpen": (_filter_re("sharpen", _DECIMAL, _DECIMAL, _BOOLEAN), _sharpen),
+    "saturation": (_filter_re("saturation", _DECIMAL), _saturation),
+    "rgb": (_filter_re("rgb", _NUMBER, _NUMBER, _NUMBER), _rgb),
+    "equalize": (_filter_re("equalize"), _flag("equalize")),
+    "colorize": (
+        _filter_re("colorize", _POSITIVE, _POSITIVE, _POSITIVE, _STRING),
+        _colorize,
+    ),
+    "proportion": (_filter_re("proportion", _DECIMAL), _proportion),
+    "stretch": (_filter_re("stretch"), _flag("stretch")),
+    "extract_focal": (_filter_re("extract_focal"), _extract_focal),
+    "max_age": (_filter_re("max_age", _POSITIVE), _max_age),
+    "autojpg": (_filter_re("autojpg", _BOOLEAN, required=0), _autojpg),
+    "noise": (_filter_re("noise", _POSITIVE, _POSITIVE, required=1), _noise),
+    "convolution": (
+        _filter_re(
+            "convolution",
+            r"-?\d+(?:\.\d*)?(?:;-?\d+(?:\.\d*)?)*",
+            _POSITIVE_NON_ZERO,
+            _BOOLEAN,
+            required=2,
+        ),
+        _convolution,
+    ),
+    "curve": (_filter_re("curve", _CURVE, _CURVE, _CURVE, _CURVE), _curve),
+    "watermark": (
+        _filter_re(
+            "watermark", _STRING, _POSITION, _POSITION, _POSITIVE, _RATIO, _RATIO, required=4
+        ),
+        _watermark,
+    ),
 }
 SUPPORTED_FILTERS = frozenset(_FILTERS)
 
@@ -265,14 +493,26 @@ def parse_colour(text: str) -> Colour:
     return (red, green, blue, 255)
 
 
-def _apply_filters(request: _Request, filters: str) -> None:
-    """thumbor's ``FiltersFactory.create_instances``: split on ``):``, ignore what it does not
-    know or cannot parse, apply the rest in order."""
+def _apply_filters(request: _Request, filters: str, *, lenient: bool) -> None:
+    """thumbor's ``FiltersFactory.create_instances``: split on ``):``, ignore what cannot be
+    parsed, apply the rest in order. A filter tofu does not render is a 400 naming it, unless
+    ``lenient``: ignored then, as thumbor ignores what it does not know."""
+    if not filters:
+        return
     parts = filters.split("):")
     for i, part in enumerate(parts):
         name = part.split("(")[0]
         known = _FILTERS.get(name)
         if known is None:
+            if lenient:
+                continue
+            if name in REFUSED_FILTERS:
+                raise BadRequest(f"filter {REFUSED_FILTERS[name]} (--thumbor-lenient ignores it)")
+            if name not in _THUMBOR_BUILTIN:
+                raise BadRequest(
+                    f"unknown filter {name[:40]!r}: not one of thumbor's built-in filters "
+                    "(--thumbor-lenient ignores it)"
+                )
             continue
         text = part if i == len(parts) - 1 else part + ")"
         pattern, apply = known
@@ -292,7 +532,7 @@ def _image_key(raw: str) -> Key:
     return parse_key(key.lstrip("/"))  # thumbor's file loader strips leading slashes
 
 
-def parse_options(path: str, max_side: int) -> Transform:
+def parse_options(path: str, max_side: int, *, lenient: bool = False) -> Transform:
     """Parse a thumbor path after its ``unsafe``/signature segment (no leading slash)."""
     match = _URL_RE.fullmatch(path)
     if match is None:  # only when the image part is empty
@@ -324,8 +564,15 @@ def parse_options(path: str, max_side: int) -> Transform:
             ops["crop"] = (left, top, right, bottom)
     ops["flip_horizontal"] = bool(match["horizontal_flip"])
     ops["flip_vertical"] = bool(match["vertical_flip"])
-    _apply_filters(request, filters)
+    _apply_filters(request, filters, lenient=lenient)
     ops.update(request.operations)
+    image = match["image"]
+    if request.extract_focal:
+        inner = _extract_focal_url(image)
+        if inner is not None:
+            image, ops["focal_box"] = inner
+    if request.watermarks:
+        ops["watermarks"] = tuple(request.watermarks)
 
     # thumbor clamps sizes to MAX_WIDTH/MAX_HEIGHT; tofu's limit is --max-output-side.
     width_text, height_text = match["width"], match["height"]
@@ -370,7 +617,30 @@ def parse_options(path: str, max_side: int) -> Transform:
         operations=_canonical(Operations(**ops)),
         output=Output.THUMBOR_META if match["meta"] else Output.IMAGE,
     )
-    return Transform(_image_key(match["image"]), size)
+    return Transform(_image_key(image), size)
+
+
+_EXTRACT_DOMAIN_RE = re.compile(r"^(https?://)?.*?/")
+_EXTRACT_URL_RE = re.compile(r"/?(?:(?:(?P<unsafe>unsafe)|(?P<hash>.+?))/)?" + _URL_RE.pattern)
+_EXTRACT_MAX_LEVEL = 10
+
+
+def _extract_focal_url(url: str) -> tuple[str, tuple[int, int, int, int]] | None:
+    """thumbor's ``extract_focal``: the image part is itself a thumbor URL (after a host
+    segment) with a manual crop; the original is its image and the crop its focal box."""
+    for _ in range(_EXTRACT_MAX_LEVEL):
+        url = _EXTRACT_DOMAIN_RE.sub("", url, count=1)
+        parts = _EXTRACT_URL_RE.match(url)
+        if parts is None or not (parts["image"] and (parts["hash"] or parts["unsafe"])):
+            return None
+        if parts["crop_left"] is not None:
+            left, top, right, bottom = (
+                bounded_int(parts[g], 0, _MAX_COORDINATE, "extract_focal crop coordinates")
+                for g in ("crop_left", "crop_top", "crop_right", "crop_bottom")
+            )
+            return parts["image"], (left, top, right, bottom)
+        url = parts["image"]
+    return None
 
 
 def _canonical(ops: Operations) -> Operations:
@@ -390,10 +660,13 @@ class ThumborFrontend:
     """Claims ``/unsafe/...`` and ``/SIGNATURE/...``; verifies against every ``keys`` entry
     (rotation); unsafe URLs only when ``allow_unsafe``."""
 
-    def __init__(self, keys: Iterable[str], *, allow_unsafe: bool, max_side: int) -> None:
+    def __init__(
+        self, keys: Iterable[str], *, allow_unsafe: bool, max_side: int, lenient: bool = False
+    ) -> None:
         self._keys = [k.encode() for k in keys]
         self._allow_unsafe = allow_unsafe
         self._max_side = max_side
+        self._lenient = lenient
 
     def claims(self, raw_path: str) -> bool:
         first = raw_path[1:].partition("/")[0]
@@ -402,7 +675,7 @@ class ThumborFrontend:
     def parse(self, raw_path: str) -> ParsedPath:
         first, _, rest = raw_path[1:].partition("/")
         signature = None if first == UNSAFE else unquote(first)
-        transform = parse_options(rest, self._max_side)
+        transform = parse_options(rest, self._max_side, lenient=self._lenient)
         # Client hints never rescale a thumbor URL: its crop boxes are in source pixels.
         return ParsedPath(signature, rest, transform, size_token="", adapt=Adapt.NONE)
 

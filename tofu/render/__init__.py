@@ -1,4 +1,5 @@
-"""Rendering: a pure function of (original bytes, size) -> (bytes, format). No I/O, no server.
+"""Rendering: a pure function of (original bytes, watermark bytes, size) -> (bytes, format). No
+I/O, no server: the service fetches the original and each of the size's watermarks.
 
 ``prepare`` reads the header only (cheap): ``probe`` sniffs the format and refuses unsupported
 formats and image bombs (too many pixels per frame); ``steps.layout`` computes the geometry
@@ -6,7 +7,8 @@ formats and image bombs (too many pixels per frame); ``steps.layout`` computes t
 refuses plans whose intermediate image would be too large; ``animated.animated_output``
 decides whether an animation stays animated (within its budget of frames and of decoded and
 resized pixels over all frames, else its first frame as a still); and it estimates the memory
-the render will hold. ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
+the render will hold (each watermark's header is probed with the original's limits and its
+pixels counted). ``execute`` runs the pipeline (``pipeline.py``): decoding, scaling,
 cropping and the operations, the same steps for a still and for every frame of an animation,
 then encoding, all under the request's deadline.
 
@@ -19,14 +21,16 @@ instead of encoding it; thumbor's ``meta`` describes the planned geometry, from 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tofu.errors import TofuError
 from tofu.negotiate import Negotiated
 from tofu.render import animated, documents, pipeline, steps
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import configure_libvips, configure_malloc
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import ImageFormat, Output, Size
+from tofu.transform import FillKind, ImageFormat, Output, Size
 
 __all__ = [
     "Cancellation",
@@ -55,14 +59,21 @@ class Plan:
     cut: Source | None = None  # a manual crop (without trim) of the original, from the header
     cut_box: Box | None = None  # where that crop lies in the decoded original
     document: Output = Output.IMAGE  # what the render gives: an image, or a JSON document
+    watermarks: tuple[Source, ...] = ()  # the header of each of the operations' watermarks
 
 
 def prepare(
-    data: bytes, size: Size, settings: RenderSettings, negotiated: Negotiated | None = None
+    data: bytes,
+    size: Size,
+    settings: RenderSettings,
+    negotiated: Negotiated | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Plan:
     """The header's part (cheap). The output format is the URL's, else ``negotiated`` (from
-    the Accept header), else the source's family; animated sources within budget stay animated.
-    Raises ``UnsupportedMediaType`` or ``Unprocessable``."""
+    the Accept header), else the source's family (a PNG without alpha as JPEG with
+    ``auto_jpeg``); animated sources within budget stay animated. ``watermarks``: the bytes of
+    each of the operations' watermarks, probed with the original's limits. Raises
+    ``UnsupportedMediaType`` or ``Unprocessable``."""
     source = steps.probe(data, settings)
     if size.output is Output.INFO:
         # The placeholders' thumbnail, first frame only; kept with its alpha (PNG's rules).
@@ -77,6 +88,10 @@ def prepare(
             document=Output.INFO,
         )
     ops = size.operations
+    marks = tuple(
+        _probe_watermark(mark, spec.key, settings)
+        for mark, spec in zip(watermarks, ops.watermarks, strict=True)
+    )
     cut = cut_box = None
     if ops.cuts_source and ops.trim is None:
         cut_box = steps.cut_box(source.width, source.height, ops)
@@ -93,12 +108,18 @@ def prepare(
         most = settings.max_animation_pixels * 4 * 2  # as resized, twice
     else:
         output = resolved.format or (negotiated.still if negotiated else None) or source.family
+        if ops.auto_jpeg and output is ImageFormat.PNG and _opaque_png(source, resolved):
+            output = ImageFormat.JPEG
         memory = steps.memory_bytes(source, geometry, whole=ops.cuts_source)
         most = settings.max_source_pixels * source.bands * source.sample_bytes
     if ops.trim is not None and size.upscale:
         # Without upscaling, what is made of a trimmed part is at most what this layout of the
         # whole makes; upscaled, it is bounded only by the limits the pipeline checks again.
         memory += most
+    for mark in marks:
+        # Decoded whole (at most), and an overlay of tiles as large as the resized image.
+        resized = geometry.resized_width * geometry.resized_height
+        memory += (mark.width * mark.height + resized) * 4 * mark.sample_bytes
     if size.output is Output.THUMBOR_META:
         memory = 0  # the geometry described: nothing is decoded
     return Plan(
@@ -112,6 +133,32 @@ def prepare(
         cut=cut,
         cut_box=cut_box,
         document=size.output,
+        watermarks=marks,
+    )
+
+
+def _probe_watermark(data: bytes, key: str, settings: RenderSettings) -> Source:
+    """A watermark's header, within the limits of an original (refused before decoding)."""
+    try:
+        return steps.probe(data, settings)
+    except TofuError as exc:
+        raise type(exc)(f"watermark {key!r}: {exc.reason}") from None
+
+
+def _opaque_png(source: Source, size: Size) -> bool:
+    """thumbor's ``autojpg`` condition: a PNG original without transparency, here from its
+    header, and no operation that makes some (transparent corners or fill)."""
+    ops = size.operations
+    transparent_corners = ops.round_corner is not None and ops.round_corner.colour[3] < 255
+    transparent_fill = (
+        ops.fill is not None and ops.fill.kind is FillKind.COLOUR and ops.fill.colour[3] < 255
+    )
+    return (
+        source.loader == "png"
+        and not source.has_alpha
+        and size.format is None
+        and not transparent_corners
+        and not transparent_fill
     )
 
 
@@ -120,9 +167,11 @@ def execute(
     plan: Plan,
     settings: RenderSettings,
     cancellation: Cancellation | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Rendition:
-    """The pipeline. Raises ``Unprocessable`` for a corrupt original, never anything else for
-    bad input; ``RenderTimeout`` once ``cancellation`` is cancelled."""
+    """The pipeline (``watermarks``: as ``prepare`` had them). Raises ``Unprocessable`` for a
+    corrupt original, never anything else for bad input; ``RenderTimeout`` once
+    ``cancellation`` is cancelled."""
     if plan.document is Output.THUMBOR_META:
         started = time.perf_counter()
         body = documents.thumbor_meta(plan.source, plan.cut, plan.cut_box, plan.size, plan.geometry)
@@ -140,6 +189,8 @@ def execute(
         cut=plan.cut,
         cut_box=plan.cut_box,
         document=plan.document,
+        watermark_data=tuple(watermarks),
+        watermark_sources=plan.watermarks,
     )
     return pipeline.run(context)
 
@@ -150,6 +201,9 @@ def render(
     settings: RenderSettings,
     negotiated: Negotiated | None = None,
     cancellation: Cancellation | None = None,
+    watermarks: Sequence[bytes] = (),
 ) -> Rendition:
-    """Render ``data`` at ``size``: ``prepare`` then ``execute``."""
-    return execute(data, prepare(data, size, settings, negotiated), settings, cancellation)
+    """Render ``data`` at ``size`` (with the bytes of its watermarks): ``prepare`` then
+    ``execute``."""
+    plan = prepare(data, size, settings, negotiated, watermarks)
+    return execute(data, plan, settings, cancellation, watermarks)

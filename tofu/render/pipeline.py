@@ -29,6 +29,7 @@ frames of different sizes, or jitter.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,11 +38,20 @@ import pyvips
 
 from tofu.errors import Unprocessable
 from tofu.formats import FORMATS
-from tofu.render import adjust, animated, documents, steps
+from tofu.render import adjust, animated, documents, filters, steps, watermark
 from tofu.render.cancel import Cancellation
 from tofu.render.runtime import release_freed_memory
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
-from tofu.transform import Colour, FillKind, ImageFormat, Operations, Output, Size
+from tofu.transform import (
+    Colour,
+    FillKind,
+    Fit,
+    ImageFormat,
+    Operations,
+    Output,
+    Size,
+    Watermark,
+)
 
 # Originals from this size up (pixels over all frames) leave tens of MB of freed decode
 # buffers behind (an 18 MP progressive JPEG: ~100 MB): handing them back keeps RSS down.
@@ -67,6 +77,10 @@ class Context:
     crop_box: Box | None = None  # the COVER box's window, once chosen
     fill_colour: Colour | None = None  # fill(auto)'s, once measured
     document: Output = Output.IMAGE  # INFO: the image is a thumbnail to describe, not encode
+    # Each of ``size.operations.watermarks``: its original's bytes and header (``prepare``).
+    watermark_data: tuple[bytes, ...] = ()
+    watermark_sources: tuple[Source, ...] = ()
+    watermark_images: tuple[pyvips.Image, ...] | None = None  # decoded on the first frame
 
     @property
     def fast_jpeg(self) -> bool:
@@ -214,6 +228,52 @@ def _ops(ctx: Context) -> Operations:
     return ctx.size.operations
 
 
+def _stretch(ctx: Context, image: pyvips.Image) -> pyvips.Image:
+    """The box filled by scaling each side alone (thumbor's ``stretch``); never upscaled
+    unless asked: a box larger than the source shrinks, keeping its aspect ratio, as a
+    cover box does."""
+    source = ctx.cut or ctx.source
+    # The box as a cover box would be resolved ("orig" sides, adaptive), not stretched.
+    plain = dataclasses.replace(ctx.request.operations, stretch=False)
+    box = steps.resolve(dataclasses.replace(ctx.request, operations=plain), source, ctx.settings)
+    width, height = box.width, box.height
+    assert width is not None and height is not None  # a cover box has both
+    scale = max(width / source.width, height / source.height)
+    if scale > 1 and not ctx.size.upscale:
+        width, height = max(1, round(width / scale)), max(1, round(height / scale))
+    return filters.resize_to(image, width, height)
+
+
+def _proportion(ctx: Context, image: pyvips.Image) -> pyvips.Image:
+    """The result scaled by the proportion, each side truncated (thumbor's ``int``); nothing
+    when a side would vanish."""
+    proportion = _ops(ctx).proportion
+    assert proportion is not None
+    width, height = int(image.width * proportion), int(image.height * proportion)
+    if width < 1 or height < 1:
+        return image
+    return filters.resize_to(image, width, height)
+
+
+def _decode_watermarks(ctx: Context, image: pyvips.Image) -> pyvips.Image:
+    """Each watermark decoded and sized for this (first) frame, computed under the deadline."""
+    ctx.watermark_images = tuple(
+        ctx.computed(watermark.decode(data, source, spec, image.width, image.height))
+        for data, source, spec in zip(
+            ctx.watermark_data, ctx.watermark_sources, _ops(ctx).watermarks, strict=True
+        )
+    )
+    return image
+
+
+def _watermark(ctx: Context, image: pyvips.Image) -> pyvips.Image:
+    assert ctx.watermark_images is not None
+    specs: tuple[Watermark, ...] = _ops(ctx).watermarks
+    for decoded, spec in zip(ctx.watermark_images, specs, strict=True):
+        image = watermark.composite(image, decoded, spec)
+    return image
+
+
 FRAME: tuple[Step, ...] = (
     Step(
         "find_trim",
@@ -252,6 +312,12 @@ FRAME: tuple[Step, ...] = (
         lambda ctx: ctx.geometry.focal is not None,
     ),
     Step(
+        "stretch",
+        _stretch,
+        lambda ctx: _ops(ctx).stretch and ctx.request.fit is Fit.COVER,
+    ),
+    Step("proportion", _proportion, lambda ctx: _ops(ctx).proportion is not None),
+    Step(
         "flip_horizontal", lambda ctx, image: image.fliphor(), lambda ctx: _ops(ctx).flip_horizontal
     ),
     Step(
@@ -278,9 +344,52 @@ FRAME: tuple[Step, ...] = (
         lambda ctx: bool(_ops(ctx).contrast),
     ),
     Step(
+        "rgb",
+        lambda ctx, image: filters.rgb(image, _ops(ctx).rgb),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).rgb is not None,
+    ),
+    Step(
+        "saturation",
+        lambda ctx, image: filters.saturation(image, _ops(ctx).saturation),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).saturation is not None,
+    ),
+    Step(
+        "colorize",
+        lambda ctx, image: filters.colorize(image, _ops(ctx).colorize),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).colorize is not None,
+    ),
+    Step(
+        "equalize",
+        lambda ctx, image: filters.equalize(image),
+        lambda ctx: _ops(ctx).equalize,
+        whole=True,
+    ),
+    Step(
+        "curve",
+        lambda ctx, image: filters.curve(image, _ops(ctx).curve),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).curve is not None,
+    ),
+    Step(
+        "convolution",
+        lambda ctx, image: filters.convolution(image, _ops(ctx).convolution),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).convolution is not None,
+        whole=True,  # a neighbourhood of every pixel, the alpha band read again
+    ),
+    Step(
+        "sharpen",
+        lambda ctx, image: filters.sharpen(image, _ops(ctx).sharpen, ctx.computed),  # type: ignore[arg-type]
+        lambda ctx: _ops(ctx).sharpen is not None,
+        whole=True,  # a neighbourhood of every pixel, the alpha band read again
+    ),
+    Step(
         "blur",
         lambda ctx, image: adjust.blur(image, *_ops(ctx).blur),  # type: ignore[misc]
         lambda ctx: _ops(ctx).blur is not None,
+    ),
+    Step(
+        "noise",
+        lambda ctx, image: filters.noise(image, *_ops(ctx).noise),  # type: ignore[misc]
+        lambda ctx: _ops(ctx).noise is not None,
     ),
     Step(
         "round_corner",
@@ -304,6 +413,12 @@ FRAME: tuple[Step, ...] = (
         lambda ctx: (colour := _ops(ctx).background) is not None and colour[3] > 0,
     ),
     Step("to_8bit", lambda ctx, image: steps.to_8bit(image), _always),
+    Step(
+        "decode_watermarks",
+        _decode_watermarks,
+        lambda ctx: bool(_ops(ctx).watermarks) and ctx.watermark_images is None,
+    ),
+    Step("watermark", _watermark, lambda ctx: bool(_ops(ctx).watermarks)),
     Step("flatten", lambda ctx, image: steps.flatten(image, ctx.output), _always),
 )
 

@@ -221,9 +221,9 @@ def resolve(
     size: Size, source: Source, settings: RenderSettings, offset: tuple[int, int] = (0, 0)
 ) -> Size:
     """``size`` with its operations' box rules applied for this source, in the terms ``plan``
-    knows: "orig" sides (at most ``max_output_side``), adaptive orientation, full fit-in (cover
-    without crop) and a focal box (in original pixels; ``offset`` is where the cut source
-    starts)."""
+    knows: "orig" sides (at most ``max_output_side``), adaptive orientation, stretch (fit inside,
+    then each side scaled to the box), full fit-in (cover without crop) and a focal box (in
+    original pixels; ``offset`` is where the cut source starts)."""
     ops = size.operations
     if size.fit is not Fit.OUTSIDE and ops == NO_OPERATIONS:
         return size
@@ -238,6 +238,11 @@ def resolve(
         if source_portrait != box_portrait and source.width != source.height and width != height:
             width, height = height, width
     fit = size.fit
+    if ops.stretch and fit is Fit.COVER:
+        # Resized to cover the box, no crop (as full fit-in), then the pipeline's ``stretch``
+        # step shrinks the longer side to the box: each side only ever scaled down once.
+        stretched = dataclasses.replace(size, fit=Fit.OUTSIDE, gravity=Gravity.CENTRE, focal=None)
+        return resolve(stretched, source, settings, offset)
     if fit is Fit.OUTSIDE:
         fit = Fit.INSIDE
         if width and height:
