@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 THUMBOR := bench/.venv-thumbor/bin/thumbor
 SHARP  := bench/.sharp/node_modules/sharp/package.json
 
-.PHONY: serve test test-image image-deps lint system-deps bench-load bench-compare bench-soak clean
+.PHONY: serve test test-image test-new-user image-deps lint docs system-deps bench-load bench-compare bench-soak clean
 
 # What serving needs (the package and its dependencies), apart from what testing needs.
 $(RUNTIME): pyproject.toml
@@ -58,6 +58,11 @@ serve: $(RUNTIME)
 	@echo "  http://127.0.0.1:$(PORT)/logos/64x64c/rgba.png"
 	@echo "  http://127.0.0.1:$(PORT)/metrics"
 	$(BIN)/tofu serve --dev --origin samples --host 127.0.0.1 --port $(PORT) --workers 1
+
+# docs/settings.md, generated from the one settings table (tofu/config.py); a test fails when it
+# is stale.
+docs: $(RUNTIME)
+	$(BIN)/python -c 'import tofu.config as c; print(c.settings_markdown(), end="")' > docs/settings.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check tofu tests bench
