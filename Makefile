@@ -48,7 +48,8 @@ $(THUMBOR): $(STAMP)
 $(SHARP): $(STAMP) | system-deps
 	$(BIN)/python -c "from bench.servers import ensure_sharp; ensure_sharp()"
 
-# PORT=8081 serves elsewhere (8080 is also what docker-compose's Varnish binds).
+# PORT=8090 serves elsewhere. docker-compose.yml binds 8080 (Varnish) and 8081 (nginx): with
+# the compose stack up, `make serve` needs another port.
 serve: $(RUNTIME)
 	@echo "tofu on http://127.0.0.1:$(PORT) over ./samples (dev mode: unsigned URLs allowed). Try:"
 	@echo "  http://127.0.0.1:$(PORT)/recipes/1203423/750x500cq60/5366e857.jpg"

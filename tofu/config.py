@@ -282,9 +282,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# Measured on 2 cores (README, Processes and threads): one worker rendering cores + 1 at once
-# spent 7 % less CPU per miss than a worker per core (no oversubscription, no routing between
-# workers) for half the memory, and the extra slot covers the gaps while a render's original
+# Measured on 2 cores (docs/rendering.md, Processes and threads): one worker rendering cores + 1
+# at once spent 7 % less CPU per miss than a worker per core (no oversubscription, no routing
+# between workers) for half the memory, and the extra slot covers the gaps while a render's original
 # is fetched and planned. More workers on larger machines so that one event loop and GIL do
 # not feed too many cores; four cores each is an estimate (only 2 cores could be measured).
 CORES_PER_WORKER = 4
