@@ -89,6 +89,12 @@ image-deps:
 test-image: $(STAMP) image-deps
 	$(BIN)/python -m pytest -q -m image tests/test_image.py
 
+# A new user's first minutes (tests/test_new_user.py): the committed HEAD cloned into a
+# temporary directory, `make serve` there, its example URLs fetched, its venv checked for test
+# and bench packages. Separate from `make test`: the fresh pip install takes about a minute.
+test-new-user: $(STAMP)
+	$(BIN)/python -m pytest -q -m new_user tests/test_new_user.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
