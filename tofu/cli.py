@@ -32,9 +32,10 @@ may stand where a size token goes, and so may info: a JSON document about the or
 format, dominant colour, BlurHash, ThumbHash).
 
 Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_CACHE_SIZE=512MB);
-lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET and
-TOFU_SECRET_FILE hold one secret or path per line.
+lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET, TOFU_SECRET_FILE,
+TOFU_THUMBOR_KEY and TOFU_PRESET hold one item per line and TOFU_ORIGIN separates with ;.
 AWS credentials and region come from the standard AWS variables and config files.
+Every setting in one table: docs/settings.md.
 """
 
 

@@ -997,11 +997,16 @@ def settings_markdown() -> str:
         "",
         "Every setting is a flag of `tofu serve` (and `tofu config`, which prints the effective",
         "configuration with secrets masked) and an environment variable `TOFU_<NAME>`; a flag",
-        "wins over its variable. Sizes in bytes take `K`, `M`, `G` (`256MB`, `64k`, `1G`); a",
-        "list is one value per flag, repeated, and in its variable comma- or space-separated,",
-        "except where it says one per line (secrets, presets) or `;` (origins). Bad values are",
-        "all reported at start, one line each. AWS credentials and region come from the standard",
-        "AWS variables and files. `tofu serve --help` prints the same, grouped the same way.",
+        "wins over its variable. Sizes in bytes take `K`, `M`, `G` (`256MB`, `64k`, `1G`). A",
+        "list's flag may be repeated; its variable, and each flag value, is comma- or",
+        "space-separated, except "
+        + ", ".join(f"`{s.env}`" for s in SETTINGS if s.split is _lines)
+        + " (one item per line in the variable, one per flag: an item may hold commas and",
+        "spaces) and "
+        + ", ".join(f"`{s.env}`" for s in SETTINGS if s.split is _origins)
+        + " (`;` or newlines). Bad values are all reported at start, one line each. AWS",
+        "credentials and region come from the standard AWS variables and files. `tofu serve",
+        "--help` prints the same, grouped the same way.",
         "",
         "Groups: " + ", ".join(f"[{name}](#{name})" for name in GROUPS) + ".",
     ]
