@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 THUMBOR := bench/.venv-thumbor/bin/thumbor
 SHARP  := bench/.sharp/node_modules/sharp/package.json
 
-.PHONY: serve test test-image image-deps lint system-deps bench-load bench-compare bench-soak clean
+.PHONY: serve test test-image test-new-user image-deps lint docs system-deps bench-load bench-compare bench-soak clean
 
 # What serving needs (the package and its dependencies), apart from what testing needs.
 $(RUNTIME): pyproject.toml
@@ -48,7 +48,8 @@ $(THUMBOR): $(STAMP)
 $(SHARP): $(STAMP) | system-deps
 	$(BIN)/python -c "from bench.servers import ensure_sharp; ensure_sharp()"
 
-# PORT=8081 serves elsewhere (8080 is also what docker-compose's Varnish binds).
+# PORT=8090 serves elsewhere. docker-compose.yml binds 8080 (Varnish) and 8081 (nginx): with
+# the compose stack up, `make serve` needs another port.
 serve: $(RUNTIME)
 	@echo "tofu on http://127.0.0.1:$(PORT) over ./samples (dev mode: unsigned URLs allowed). Try:"
 	@echo "  http://127.0.0.1:$(PORT)/recipes/1203423/750x500cq60/5366e857.jpg"
@@ -58,6 +59,11 @@ serve: $(RUNTIME)
 	@echo "  http://127.0.0.1:$(PORT)/logos/64x64c/rgba.png"
 	@echo "  http://127.0.0.1:$(PORT)/metrics"
 	$(BIN)/tofu serve --dev --origin samples --host 127.0.0.1 --port $(PORT) --workers 1
+
+# docs/settings.md, generated from the one settings table (tofu/config.py); a test fails when it
+# is stale.
+docs: $(RUNTIME)
+	$(BIN)/python -c 'import tofu.config as c; print(c.settings_markdown(), end="")' > docs/settings.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check tofu tests bench
@@ -82,6 +88,12 @@ image-deps:
 
 test-image: $(STAMP) image-deps
 	$(BIN)/python -m pytest -q -m image tests/test_image.py
+
+# A new user's first minutes (tests/test_new_user.py): the committed HEAD cloned into a
+# temporary directory, `make serve` there, its example URLs fetched, its venv checked for test
+# and bench packages. Separate from `make test`: the fresh pip install takes about a minute.
+test-new-user: $(STAMP)
+	$(BIN)/python -m pytest -q -m new_user tests/test_new_user.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -49,7 +49,12 @@ from bench.servers import (
     thumbor_version,
 )
 from bench.targets import Kind, path_for, paths_for
-from bench.units import parse_duration, parse_duration_or_zero, parse_per_workload
+from bench.units import (
+    parse_duration,
+    parse_duration_or_zero,
+    parse_per_workload,
+    short_run_warning,
+)
 from bench.workloads import (
     ALL_SERVERS,
     BIG_MEGAPIXELS,
@@ -383,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} — {wl.title} ({info.duration_s:g}s, {info.connections} conns)",
                 file=sys.stderr,
             )
+            if warning := short_run_warning(info.duration_s, wl.duration_s):
+                print(f"warning: {name}: {warning}", file=sys.stderr)
             for server in servers:
                 rows.append(bench.measure(wl, server))
 

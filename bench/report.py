@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.goals import evaluate, goals_table
 from bench.quality import differing_dims
-from bench.units import fmt_ms
+from bench.units import fmt_ms, short_run_warning
 
 
 @dataclass
@@ -242,6 +242,11 @@ def render_markdown(results: dict) -> str:
             f"{info.duration_s:g} s per server, {info.connections} connections."
             + (f" {info.note}" if info.note else ""),
             "",
+            *(
+                [f"**Warning**: {warning}.", ""]
+                if (warning := short_run_warning(info.duration_s, _default_seconds(info.name)))
+                else []
+            ),
             workload_table(info, wl_rows),
             "",
         ]
@@ -249,10 +254,16 @@ def render_markdown(results: dict) -> str:
         o for info_dict in results["workloads"] for o in evaluate(WorkloadInfo(**info_dict), rows)
     ]
     if outcomes:
-        out += ["## Targets (issue 12)", "", goals_table(outcomes), ""]
+        out += ["## Targets", "", goals_table(outcomes), ""]
     for chart in results.get("charts", []):
         out += [f"![{Path(chart).stem}]({Path(chart).name})", ""]
     return "\n".join(out)
+
+
+def _default_seconds(workload: str) -> float:
+    from bench.workloads import WORKLOADS  # pyvips; only when a report is written
+
+    return WORKLOADS[workload].duration_s if workload in WORKLOADS else 0.0
 
 
 def _colour(server: str) -> str:
@@ -266,7 +277,8 @@ def _colour(server: str) -> str:
 
 
 def write_charts(results: dict, prefix: Path) -> list[Path]:
-    """Throughput and latency (p50, p99) bar charts, one panel per workload, tofu in orange."""
+    """Throughput and latency (p50 solid, p99 hatched) bar charts, one panel per workload, each
+    server in its family's colour (tofu in orange) in both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,13 +305,30 @@ def write_charts(results: dict, prefix: Path) -> list[Path]:
                 )
                 ax.set_ylabel("requests/s")
             else:
+                # Each server in its colour, as in the throughput chart (tofu in orange): p50
+                # solid, p99 hatched and lighter, so the legend names the percentiles only.
                 width = 0.4
-                for shift, key in ((-width / 2, "p50_ms"), (width / 2, "p99_ms")):
+                colours = [_colour(r.server) for r in wl]
+                for shift, key, style in (
+                    (-width / 2, "p50_ms", {"alpha": 1.0, "hatch": None}),
+                    (width / 2, "p99_ms", {"alpha": 0.45, "hatch": "//"}),
+                ):
                     values = [getattr(r, key) for r in wl]
-                    bars = ax.bar([x + shift for x in xs], values, width, label=key[:3])
+                    bars = ax.bar(
+                        [x + shift for x in xs],
+                        values,
+                        width,
+                        color=colours,
+                        edgecolor="black",
+                        linewidth=0.4,
+                        label=f"{key[:3]} ({'solid' if style['hatch'] is None else 'hatched'})",
+                        **style,
+                    )
                     ax.bar_label(bars, labels=[fmt_ms(v) for v in values], fontsize=6)
                 ax.set_ylabel("latency ms")
-                ax.legend()
+                legend = ax.legend()
+                for patch in legend.get_patches():  # neutral: colours are servers, not p50/p99
+                    patch.set_facecolor("lightgrey")
             ax.set_title(name)
             ax.set_xticks(list(xs))
             ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)

@@ -3,7 +3,8 @@
 The mix is computed in Python and written one path a line; each wrk thread starts at its own
 offset in the list and walks it in a cycle. The script counts statuses and body bytes per
 thread, writes a small progress file per thread twice a second (so the caller can show live
-progress), optionally paces requests to a target rate (``delay()``, see README for the caveat)
+progress), optionally paces requests to a target rate (``delay()``, see bench/README.md for the
+caveat)
 or stops after a number of requests, and in ``done()`` prints one line ``BENCH_RESULT {json}``
 with the summary, latency percentiles and every thread's counts.
 """

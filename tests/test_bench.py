@@ -34,7 +34,12 @@ from bench.report import Ratios, Row, WorkloadInfo, ratios, render_markdown, wor
 from bench.servers import SHARP_DIR, start_sharp
 from bench.soak import slopes_mb_per_min
 from bench.targets import Kind, path_for
-from bench.units import parse_duration, parse_duration_or_zero, parse_per_workload
+from bench.units import (
+    parse_duration,
+    parse_duration_or_zero,
+    parse_per_workload,
+    short_run_warning,
+)
 from bench.workloads import WORKLOADS, Origin, quality_pairs, select
 from bench.wrk import RESULT_MARKER, WrkError, WrkRun, lua_script, parse_result, read_progress
 from tofu.render import RenderSettings, render
@@ -514,9 +519,26 @@ def test_render_markdown_lists_targets() -> None:
         "rows": [r.to_dict() for r in _miss_rows()],
     }
     text = render_markdown(json.loads(json.dumps(results, allow_nan=False)))
-    assert "## Targets (issue 12)" in text
+    assert "## Targets\n" in text and "issue" not in text
     assert "| W1 | worst SSIM >= thumbor's | 0.9500 vs 0.9400 | met |" in text
     assert Row.from_dict(_miss_rows()[2].to_dict()).dims == {"src/a.jpg 512s": "512x344"}
+    assert "too short to rank servers" not in text  # 30 s, W1's default
+
+
+def test_short_runs_warn_that_they_cannot_rank_servers() -> None:
+    assert short_run_warning(30, 30) is None
+    assert short_run_warning(60, 60) is None
+    assert short_run_warning(20, 20) is None  # W3's default: many requests a second
+    assert "too short to rank servers" in (short_run_warning(29, 30) or "")
+    assert "too short to rank servers" in (short_run_warning(5, 20) or "")
+    short = dataclasses.replace(_miss_info(), duration_s=5.0)
+    results = {
+        "meta": {"date": "2025-01-01 12:00"},
+        "workloads": [short.__dict__],
+        "rows": [r.to_dict() for r in _miss_rows()],
+    }
+    text = render_markdown(json.loads(json.dumps(results, allow_nan=False)))
+    assert "**Warning**: 5 s per server (default 30 s) is too short to rank servers" in text
 
 
 def test_quality_pairs_cover_every_photo_once_per_size() -> None:

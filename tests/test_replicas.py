@@ -4,7 +4,7 @@ origin, with faults injected on the loopback by an HTTP proxy in front of the pr
 (``FaultProxy``: down, 503s, or every other GET held 2 s).
 
 Assertions are on statuses, counts and which source answered, never on wall-clock times; the
-hedging test prints the p50/p99 it measured (``pytest -s``), which README quotes.
+hedging test prints the p50/p99 it measured (``pytest -s``), which docs/origins.md quotes.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ def test_bad_urls_get_the_same_status_class(
 
 
 def test_documented_differences(servers: tuple[Running, TofuProcess]) -> None:
-    """The README's "deliberate differences", checked against thumbor itself."""
+    """docs/thumbor.md's "deliberate differences", checked against thumbor itself."""
     thumbor, tofu = servers
     # No upscaling unless asked: thumbor enlarges the 128x128 logo to fill 300x200; tofu
     # crops it to the box's aspect ratio at the source's scale.

@@ -7,7 +7,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tofu.config import SETTINGS, SIGNING_SETTINGS, Config, ConfigError, Setting, signing_config
+from tofu.config import (
+    GROUPS,
+    SETTINGS,
+    SIGNING_SETTINGS,
+    Config,
+    ConfigError,
+    Setting,
+    signing_config,
+)
 from tofu.errors import BadRequest
 from tofu.frontends.thumbor import parse_options
 from tofu.frontends.thumbor import sign as thumbor_sign
@@ -24,36 +32,44 @@ may stand where a size token goes, and so may info: a JSON document about the or
 format, dominant colour, BlurHash, ThumbHash).
 
 Every serve option can also be set as TOFU_<NAME> (e.g. TOFU_ORIGIN, TOFU_CACHE_SIZE=512MB);
-lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET and
-TOFU_SECRET_FILE hold one secret or path per line.
+lists are comma- or space-separated (TOFU_SIZES=280,650s), but TOFU_SECRET, TOFU_SECRET_FILE,
+TOFU_THUMBOR_KEY and TOFU_PRESET hold one item per line and TOFU_ORIGIN separates with ;.
 AWS credentials and region come from the standard AWS variables and config files.
+Every setting in one table: docs/settings.md.
 """
 
 
 def _add_serve_options(
     parser: argparse.ArgumentParser, settings: Sequence[Setting] = SETTINGS
 ) -> None:
+    """The settings as options, in argument groups (GROUPS' order), each help line ending with
+    its variable, its default in its unit and its choices."""
+    groups = {
+        name: parser.add_argument_group(name, description)
+        for name, description in GROUPS.items()
+        if any(setting.group == name for setting in settings)
+    }
     for setting in settings:
-        default = getattr(Config, setting.name, None)
-        shown = (
-            f" [env {setting.env}; default {default!r}]"
-            if default not in (None, "", ())
-            else f" [env {setting.env}]"
-        )
+        notes = [f"env {setting.env}"]
+        if setting.default:
+            notes.append(f"default {setting.default}")
+        if setting.choices:
+            notes.append(f"one of: {', '.join(setting.choices)}")
+        # argparse formats help with %: a literal one must be doubled.
+        text = f"{setting.help} [{'; '.join(notes)}]".replace("%", "%%")
+        group = groups[setting.group]
         if setting.flag_only:
-            parser.add_argument(setting.flag, action="store_true", help=setting.help + shown)
+            group.add_argument(setting.flag, action="store_true", help=text)
         elif setting.multiple:
-            parser.add_argument(
+            group.add_argument(
                 setting.flag,
                 action="append",
                 default=[],
-                metavar="VALUE",
-                help=setting.help + shown,
+                metavar=setting.metavar,
+                help=text,
             )
         else:
-            parser.add_argument(
-                setting.flag, metavar=setting.name.upper(), help=setting.help + shown
-            )
+            group.add_argument(setting.flag, metavar=setting.metavar, help=text)
 
 
 def _version() -> str:
@@ -91,13 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
+        usage="%(prog)s [OPTIONS]  (grouped below; docs/settings.md has them in one table)",
         help="run the image server",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_serve_options(serve)
     config = commands.add_parser(
-        "config", help="print the effective configuration (secrets masked) and exit"
+        "config",
+        usage="%(prog)s [OPTIONS]  (those of tofu serve)",
+        help="print the effective configuration (secrets masked) and exit",
     )
     _add_serve_options(config)
     sign = commands.add_parser(

@@ -61,16 +61,36 @@ def _lines(text: str) -> tuple[str, ...]:
 MIN_SECRET_BYTES = 32
 
 
+# What `tofu serve --help` and docs/settings.md group the settings under, in this order.
+GROUPS: dict[str, str] = {
+    "listening": "where and how the server listens, its processes and how it stops",
+    "origins": "where originals come from and how they are fetched",
+    "security": "which URLs are served: signatures, allowlists, thumbor keys",
+    "rendering": "named sizes, output formats and qualities, how images are resized",
+    "caches": "rendered images and originals kept in memory, on disk, in a shared store",
+    "limits": "bounds on the work and memory one request or one node may take",
+    "observability": "logs",
+}
+
+# Units a setting's value is in, so defaults read as people write them (256MB, 30 s).
+UNITS = ("", "bytes", "s", "ms", "%", "pixels")
+_METAVARS = {"bytes": "SIZE", "s": "SECONDS", "ms": "MS", "%": "PERCENT", "pixels": "PIXELS"}
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # the Config field; flag --name-with-dashes; env TOFU_NAME
-    help: str
+    help: str  # plain text (no argparse %-escapes)
     parse: Callable[[str], Any] = str
     multiple: bool = False  # a list: the flag repeats, the TOFU_* value is split by `split`
     flag_only: bool = False  # a boolean switch
     secret: bool = False  # masked by `tofu config`
     split: Callable[[str], tuple[str, ...]] = _words  # the list syntax of the TOFU_* value
     split_flag: bool = True  # each flag value is split the same way; False: one value, one item
+    group: str = field(kw_only=True)  # a key of GROUPS
+    unit: str = field(default="", kw_only=True)  # one of UNITS
+    choices: tuple[str, ...] = field(default=(), kw_only=True)  # the values `parse` accepts
+    default_text: str = field(default="", kw_only=True)  # a default computed at start
 
     @property
     def flag(self) -> str:
@@ -80,11 +100,67 @@ class Setting:
     def env(self) -> str:
         return "TOFU_" + self.name.upper()
 
+    @property
+    def metavar(self) -> str:
+        """What the flag's value is called in help: its choices, its unit, or its name."""
+        if self.choices:
+            return "{" + ",".join(self.choices) + "}"
+        if self.multiple:
+            return "VALUE"
+        return _METAVARS.get(self.unit, self.name.upper())
 
-def _secrets(name: str, help: str) -> Setting:
+    @property
+    def default(self) -> str:
+        """The default as a person would write it (``256MB``, ``30 s``, ``avif, webp``), or
+        ``""`` when there is none (unset, off, empty)."""
+        if self.default_text:
+            return self.default_text
+        value = getattr(Config, self.name)
+        if value is None and self.name == "hedge_after":
+            return "auto"
+        if value is None or value is False or value == "" or value == ():
+            return ""
+        if isinstance(value, tuple):
+            return ", ".join(str(getattr(item, "value", item)) for item in value)
+        return format_value(value, self.unit)
+
+
+def format_bytes(size: int) -> str:
+    """``268435456`` -> ``"256MB"``: the largest unit that divides it (``parse_bytes`` reads
+    it back)."""
+    for unit, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def format_value(value: Any, unit: str) -> str:
+    """A setting's value in its unit, for people."""
+    if unit == "bytes":
+        return format_bytes(int(value))
+    if unit == "pixels":
+        return f"{value:,} pixels" + (f" ({value / 1e6:g} MP)" if value >= 1_000_000 else "")
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if unit == "%":
+        return f"{text}%"
+    if unit == "s" and value >= 86_400 and value % 86_400 == 0:
+        return f"{text} s ({value // 86_400:g} days)"
+    return f"{text} {unit}" if unit else text
+
+
+def _secrets(name: str, help: str, *, group: str) -> Setting:
     """A list of secrets: one flag value is one secret, byte for byte (never split on spaces
     or commas); the variable holds one per line; masked by ``tofu config``."""
-    return Setting(name, help, _secret, multiple=True, secret=True, split=_lines, split_flag=False)
+    return Setting(
+        name,
+        help,
+        _secret,
+        multiple=True,
+        secret=True,
+        split=_lines,
+        split_flag=False,
+        group=group,
+    )
 
 
 def _origin(text: str) -> str:
@@ -155,6 +231,12 @@ def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# What --negotiate accepts: every still format but GIF (see _format), or none.
+NEGOTIABLE = (*(f.value for f in FORMATS if f is not ImageFormat.GIF), "none")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -208,9 +290,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# Measured on 2 cores (README, Processes and threads): one worker rendering cores + 1 at once
-# spent 7 % less CPU per miss than a worker per core (no oversubscription, no routing between
-# workers) for half the memory, and the extra slot covers the gaps while a render's original
+# Measured on 2 cores (docs/rendering.md, Processes and threads): one worker rendering cores + 1
+# at once spent 7 % less CPU per miss than a worker per core (no oversubscription, no routing
+# between workers) for half the memory, and the extra slot covers the gaps while a render's original
 # is fetched and planned. More workers on larger machines so that one event loop and GIL do
 # not feed too many cores; four cores each is an estimate (only 2 cores could be measured).
 CORES_PER_WORKER = 4
@@ -235,21 +317,26 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
         split=_origins,
         split_flag=False,
+        group="origins",
     ),
-    Setting("host", "address to listen on"),
-    Setting("port", "port to listen on", _non_negative(int)),
+    Setting("host", "address to listen on", group="listening"),
+    Setting("port", "port to listen on", _non_negative(int), group="listening"),
     Setting(
         "ops_listen",
         "HOST:PORT (or :PORT, every interface) to serve /metrics, /healthz and /readyz on; "
         "/metrics is then not served on the public port (404). With several workers, the "
         "first worker serves it (its /metrics covers all workers)",
         _host_port,
+        group="listening",
     ),
-    Setting("s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)"),
+    Setting(
+        "s3_endpoint_url", "S3 endpoint for MinIO, SeaweedFS, Ceph (default: AWS)", group="origins"
+    ),
     _secrets(
         "secret",
         "URL signing secret, at least 32 bytes, taken byte for byte; repeat the flag for "
         "rotation (all are accepted, the first signs). The variable holds one per line",
+        group="security",
     ),
     Setting(
         "secret_file",
@@ -258,11 +345,13 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
         split=_lines,
         split_flag=False,
+        group="security",
     ),
     Setting(
         "sizes",
         "allowlist of size tokens served without a signature, e.g. 280,280x194c",
         multiple=True,
+        group="security",
     ),
     Setting(
         "preset",
@@ -272,41 +361,48 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
         split=_lines,
         split_flag=False,
+        group="rendering",
     ),
     Setting(
         "presets_only",
         "serve tofu URLs only at a preset's size, signed or not; preset URLs need no "
         "signature (thumbor URLs are unaffected)",
         flag_only=True,
+        group="security",
     ),
     Setting(
         "dev",
         "development mode: with no key and no allowlist configured, every URL of both "
         "grammars is served unsigned; keys shorter than 32 bytes are accepted",
         flag_only=True,
+        group="security",
     ),
     _secrets(
         "thumbor_key",
         "thumbor SECURITY_KEY: serve thumbor URLs signed with it, taken byte for byte; repeat "
         "the flag for rotation. The variable holds one per line",
+        group="security",
     ),
     Setting(
         "thumbor_weak_key",
         "accept --thumbor-key values under 32 bytes: an existing thumbor SECURITY_KEY that "
         "cannot change without re-signing every URL in its apps (a warning at every start)",
         flag_only=True,
+        group="security",
     ),
     Setting(
         "thumbor_unsafe",
         "serve thumbor's unsigned /unsafe/ URLs (ALLOW_UNSAFE_URL; also with --dev when no "
         "key or allowlist is configured)",
         flag_only=True,
+        group="security",
     ),
     Setting(
         "thumbor_lenient",
         "ignore thumbor filters tofu does not render (frame) or thumbor does not have, as "
         "thumbor ignores unknown filters; without it they are a 400 that names them",
         flag_only=True,
+        group="security",
     ),
     Setting(
         "watermark",
@@ -319,53 +415,70 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
         split=_lines,
         split_flag=False,
+        group="rendering",
     ),
     Setting(
         "workers",
-        "worker processes sharing the port (default: one per 4 cores, at least one)",
+        "worker processes sharing the port",
         _positive(int),
+        group="listening",
+        default_text="one per 4 cores, at least 1",
     ),
     Setting(
         "max_renders",
         "renders at once on the node, all workers together, one thread each; more wait in the "
-        "queue (default: the number of cores + 1: a render's fetch and planning leave a core "
-        "idle otherwise)",
+        "queue (cores + 1 by default: a render's fetch and planning would leave a core idle "
+        "otherwise)",
         _positive(int),
+        group="limits",
+        default_text="the number of cores + 1",
     ),
     Setting(
         "vips_concurrency",
         "libvips threads within one render; renders run side by side, so 1 is the cheapest",
         _positive(int),
+        group="rendering",
     ),
     Setting(
         "render_memory",
         "decoding memory the renders of this node (all workers) may hold at once (e.g. 256MB); "
         "a render waits for room, and one larger than all of it runs alone",
         _positive(parse_bytes),
+        group="limits",
+        unit="bytes",
     ),
     Setting(
         "exact_shrink",
         "decode JPEGs at twice the output size at least, as libvips thumbnail does (resize "
-        "SSIM >= 0.98 instead of >= 0.97, about 35%% more CPU per render)",
+        "SSIM >= 0.98 instead of >= 0.97, about 37% more CPU per render)",
         flag_only=True,
+        group="rendering",
     ),
     Setting(
         "max_queue",
         "misses allowed beyond the render slots (fetching or waiting); beyond: 503",
         _non_negative(int),
+        group="limits",
     ),
     Setting(
-        "request_timeout", "deadline in seconds for fetch + render of one request", _positive(float)
+        "request_timeout",
+        "deadline in seconds for fetch + render of one request",
+        _positive(float),
+        group="limits",
+        unit="s",
     ),
     Setting(
         "fetch_timeout",
         "deadline in seconds for one origin fetch, retries included",
         _positive(float),
+        group="origins",
+        unit="s",
     ),
     Setting(
         "fetch_retries",
         "retries after a failed origin fetch (throttling, 5xx, resets)",
         _non_negative(int),
+        group="origins",
     ),
     Setting(
         "hedge_after",
@@ -373,11 +486,15 @@ SETTINGS: tuple[Setting, ...] = (
         "to the next replica, or the same source); auto (the default): the origin's recent "
         "p95 time to first byte; 0: never",
         _hedge_after,
+        group="origins",
+        unit="ms",
     ),
     Setting(
         "hedge_budget",
         "percentage of fetches that may be hedged (0-100)",
         _percent,
+        group="origins",
+        unit="%",
     ),
     Setting(
         "idle_timeout",
@@ -385,76 +502,130 @@ SETTINGS: tuple[Setting, ...] = (
         "sending its headers slowly) before it is closed; keep it above the load balancer's "
         "idle timeout for upstream connections",
         _positive(float),
+        group="listening",
+        unit="s",
     ),
     Setting(
         "max_path_length",
         "longest request path in characters as sent (query string excluded); longer: 414 "
         "before parsing",
         _positive(int),
+        group="limits",
     ),
-    Setting("max_output_side", "largest output width or height in pixels", _positive(int)),
-    Setting("max_source_pixels", "largest source image in pixels (width x height)", _positive(int)),
-    Setting("max_source_bytes", "largest original in bytes (e.g. 32MB)", _positive(parse_bytes)),
+    Setting(
+        "max_output_side",
+        "largest output width or height in pixels",
+        _positive(int),
+        group="limits",
+        unit="pixels",
+    ),
+    Setting(
+        "max_source_pixels",
+        "largest source image in pixels (width x height)",
+        _positive(int),
+        group="limits",
+        unit="pixels",
+    ),
+    Setting(
+        "max_source_bytes",
+        "largest original in bytes (e.g. 32MB)",
+        _positive(parse_bytes),
+        group="limits",
+        unit="bytes",
+    ),
     Setting(
         "max_frames",
         "most frames an animation may have to stay animated; more: its first frame, as a still",
         _positive(int),
+        group="limits",
     ),
     Setting(
         "max_animation_pixels",
         "most pixels over all frames (width x height x frames) an animation may have to stay "
         "animated; more: its first frame, as a still",
         _positive(int),
+        group="limits",
+        unit="pixels",
     ),
     Setting(
         "cache_size",
         "bytes of rendered images kept in memory; 0 turns the cache off",
         _non_negative(parse_bytes),
+        group="caches",
+        unit="bytes",
     ),
     Setting(
         "originals_cache_size",
         "bytes of originals kept in memory; 0 turns it off",
         _non_negative(parse_bytes),
+        group="caches",
+        unit="bytes",
     ),
     Setting(
-        "cache_item_max", "largest share of a cache one entry may take (0-1)", _positive(float)
+        "cache_item_max",
+        "largest share of a cache one entry may take (0-1)",
+        _positive(float),
+        group="caches",
     ),
     Setting(
         "disk_cache",
         "directory of the node's disk result tier, shared by its workers and kept across "
         "restarts (behind the memory cache; off when unset)",
+        group="caches",
     ),
     Setting(
         "disk_cache_size",
         "bytes the disk result tier may hold (e.g. 10G); least recently used entries go first",
         _positive(parse_bytes),
+        group="caches",
+        unit="bytes",
     ),
     Setting(
         "result_store",
         "shared result store for many nodes: s3://BUCKET[/PREFIX][?endpoint_url=URL&region=NAME]; "
         "asked after a memory and disk miss, before the origin; written after each render",
         _result_store,
+        group="caches",
     ),
     Setting(
         "result_store_timeout",
         "milliseconds a result store lookup may take before the request renders instead",
         _positive(float),
+        group="caches",
+        unit="ms",
     ),
-    Setting("not_found_ttl", "seconds a missing original is remembered", _non_negative(float)),
-    Setting("max_age", "Cache-Control max-age in seconds for images", _non_negative(int)),
+    Setting(
+        "not_found_ttl",
+        "seconds a missing original is remembered",
+        _non_negative(float),
+        group="caches",
+        unit="s",
+    ),
+    Setting(
+        "max_age",
+        "Cache-Control max-age in seconds for images",
+        _non_negative(int),
+        group="caches",
+        unit="s",
+    ),
     Setting(
         "negotiate",
         "formats chosen by the Accept header when the URL names none, in "
         "order of preference ('none': never negotiate)",
         _format,
         multiple=True,
+        choices=NEGOTIABLE,
+        group="rendering",
     ),
-    Setting("avif_effort", "AVIF encoder effort 0 (fastest) to 9", _non_negative(int)),
+    Setting(
+        "avif_effort", "AVIF encoder effort 0 (fastest) to 9", _non_negative(int), group="rendering"
+    ),
     Setting(
         "client_hints",
         "answer Accept-CH and size images by the Sec-CH-DPR hint (URLs without @DPR) and the "
         "Sec-CH-Width hint (sizes with the w option), with Vary",
         flag_only=True,
+        group="rendering",
     ),
     Setting(
         "save_data",
@@ -464,20 +635,37 @@ SETTINGS: tuple[Setting, ...] = (
         )
         + "), with Vary: Save-Data",
         flag_only=True,
+        group="rendering",
     ),
     Setting(
         "drain_seconds",
         "after SIGTERM: seconds /readyz reports 503 while still serving (none on Ctrl-C with "
         "--dev)",
         _non_negative(float),
+        group="listening",
+        unit="s",
     ),
     Setting(
         "shutdown_timeout",
         "after draining: seconds in-flight requests get to finish",
         _non_negative(float),
+        group="listening",
+        unit="s",
     ),
-    Setting("log_format", "access log format", _choice("text", "json")),
-    Setting("log_level", "log level", _choice("debug", "info", "warning", "error")),
+    Setting(
+        "log_format",
+        "access log format",
+        _choice(*LOG_FORMATS),
+        choices=LOG_FORMATS,
+        group="observability",
+    ),
+    Setting(
+        "log_level",
+        "log level",
+        _choice(*LOG_LEVELS),
+        choices=LOG_LEVELS,
+        group="observability",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -834,3 +1022,53 @@ def _key_problems(
                 f"bytes (e.g. `openssl rand -base64 32`), unless {short_exception}"
             )
     return problems
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting, grouped as ``tofu serve --help`` groups them, with its
+    flag, variable, default in its unit and meaning (``make docs`` writes it; a test checks
+    that the file is current)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = [
+        "# Settings",
+        "",
+        "<!-- Generated from tofu/config.py (SETTINGS) by `make docs`; do not edit. -->",
+        "",
+        "Every setting is a flag of `tofu serve` (and `tofu config`, which prints the effective",
+        "configuration with secrets masked) and an environment variable `TOFU_<NAME>`; a flag",
+        "wins over its variable. Sizes in bytes take `K`, `M`, `G` (`256MB`, `64k`, `1G`). A",
+        "list's flag may be repeated; its variable, and each flag value, is comma- or",
+        "space-separated, except "
+        + ", ".join(f"`{s.env}`" for s in SETTINGS if s.split is _lines)
+        + " (one item per line in the variable, one per flag: an item may hold commas and",
+        "spaces) and "
+        + ", ".join(f"`{s.env}`" for s in SETTINGS if s.split is _origins)
+        + " (`;` or newlines). Bad values are all reported at start, one line each. AWS",
+        "credentials and region come from the standard AWS variables and files. `tofu serve",
+        "--help` prints the same, grouped the same way.",
+        "",
+        "Groups: " + ", ".join(f"[{name}](#{name})" for name in GROUPS) + ".",
+    ]
+    for name, description in GROUPS.items():
+        out += [
+            "",
+            f"## {name}",
+            "",
+            description[0].upper() + description[1:] + ".",
+            "",
+            "| flag | variable | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for setting in SETTINGS:
+            if setting.group != name:
+                continue
+            flag = setting.flag if setting.flag_only else f"{setting.flag} {setting.metavar}"
+            default = setting.default or ("off" if setting.flag_only else "(none)")
+            meaning = setting.help
+            if setting.choices:
+                meaning += f" (one of: {', '.join(setting.choices)})"
+            out.append(f"| `{flag}` | `{setting.env}` | {cell(default)} | {cell(meaning)} |")
+    return "\n".join(out) + "\n"

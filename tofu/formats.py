@@ -106,8 +106,8 @@ def _save_gif(image: pyvips.Image, quality: int | None, settings: RenderSettings
 
 
 # Default qualities: WebP and AVIF at the level where they look like JPEG q80 (equal mean SSIM,
-# see README); the Save-Data ones give softer detail for 60 % (JPEG), 68 % (WebP) and 58 %
-# (AVIF) of the bytes (corpus photos at 750x500c).
+# see docs/rendering.md); the Save-Data ones give softer detail for 60 % (JPEG), 68 % (WebP) and
+# 58 % (AVIF) of the bytes (corpus photos at 750x500c).
 FORMATS: dict[ImageFormat, FormatSpec] = {
     spec.format: spec
     for spec in (

@@ -113,7 +113,7 @@ def _check_port(host: str, port: int) -> None:
             where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
             print(
                 f"tofu: {where} is in use ({exc.strerror}); choose another port with --port "
-                "(or TOFU_PORT; `make serve PORT=8081`)",
+                "(or TOFU_PORT; `make serve PORT=8090`)",
                 file=sys.stderr,
             )
             raise SystemExit(2) from None

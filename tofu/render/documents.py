@@ -4,7 +4,7 @@
 orientation), its format, whether it is animated and its frames, whether it has alpha, its
 dominant colour and two placeholders, a BlurHash and a ThumbHash, computed on a thumbnail of
 at most ``INFO_SIDE`` pixels that the pipeline decodes with shrink-on-load (so a miss costs a
-fraction of a render: README, Placeholders).
+fraction of a render: docs/urls.md, Placeholders and info).
 
 ``thumbor_meta`` (thumbor's ``meta/`` URLs): thumbor's JSON shape, computed from the header
 and the planned geometry alone (no pixel is decoded).

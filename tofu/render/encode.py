@@ -2,7 +2,7 @@
 defaults and metadata stripped.
 
 The defaults aim at the same visual quality in every format (AVIF and WebP at the level where
-they look like JPEG q80, but smaller); see README for the measured sizes.
+they look like JPEG q80, but smaller); see docs/rendering.md for the measured sizes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A JPEG can be decoded directly at M/8 of its size (M = 1..8) by a scaled inverse
 skips most of the work for a small rendition. libvips' ``thumbnail`` keeps a factor of two for
 its final Lanczos step and decodes with the wheel's mozjpeg, which is slower than
 libjpeg-turbo 3; decoding as small as quality allows and handing the pixels to libvips for the
-rest takes a fifth off the render (README, Benchmarks).
+rest takes a fifth off the render (docs/benchmarks.md).
 
 Which scale, measured on the corpus photos (resize-only SSIM against a Lanczos-3 downscale of
 the full decode, as ``tests/test_quality.py`` measures it):

@@ -1,6 +1,6 @@
 """The node's disk tier (``--disk-cache DIR``, ``--disk-cache-size SIZE``): one directory
 shared by every worker of the node, kept by ``diskcache`` (an SQLite index, multi-process safe,
-least-recently-used eviction; chosen over plain files by measurement, see the README).
+least-recently-used eviction; chosen over plain files by measurement, see docs/caching.md).
 
 - Bounded: every entry lives inside the SQLite database (no value files, so nothing is left
   behind by a crash between a file and its row); after each write the least recently used
