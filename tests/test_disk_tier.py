@@ -27,7 +27,7 @@ import diskcache
 import pytest
 
 from tests.support.metrics import metric_sum, scrape
-from tests.support.servers import SAMPLES, TofuProcess, start_tofu
+from tests.support.servers import SAMPLES, TofuProcess, get_fresh, start_tofu, width_target
 from tofu.metrics import Metrics
 from tofu.render import RenderSettings
 from tofu.results import FORMAT_VERSION, Stored, encode_entry, rendition_key
@@ -243,20 +243,8 @@ def start_node(
     return node
 
 
-def get(node: TofuProcess, target: str) -> tuple[int, bytes]:
-    """On a new connection each time, so that both workers receive some."""
-    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
-    try:
-        connection.request("GET", target)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def target(image: str, width: int) -> str:
-    folder, name = image.rsplit("/", 1)
-    return f"/{folder}/{width}/{name}"
+get = get_fresh
+target = width_target
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ costs a render no more than the store's budget."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,14 @@ import pytest
 from tests.support.faults import FaultProxy
 from tests.support.metrics import metric_sum, scrape
 from tests.support.s3 import SeaweedFS
-from tests.support.servers import SAMPLES, TofuProcess, free_port, start_tofu
+from tests.support.servers import (
+    SAMPLES,
+    TofuProcess,
+    free_port,
+    get_fresh,
+    start_tofu,
+    width_target,
+)
 from tofu.config import Config, ConfigError
 from tofu.metrics import Metrics
 from tofu.render import RenderSettings
@@ -29,19 +35,8 @@ IMAGES = sorted(p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*.jpg"
 BUDGET_MS = 200
 
 
-def get(node: TofuProcess, target: str) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)
-    try:
-        connection.request("GET", target)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def target(key: str, width: int) -> str:
-    folder, name = key.rsplit("/", 1)
-    return f"/{folder}/{width}/{name}"
+get = get_fresh
+target = width_target
 
 
 def node_args(origin: str, store: str) -> list[str]:

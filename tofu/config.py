@@ -812,15 +812,7 @@ class Config:
             parse_table(self.origin)
         except ValueError as exc:
             problems.append(f"--origin: {exc}")
-        problems.extend(_key_problems("--secret", self.secret, allow_short=self.dev))
-        problems.extend(
-            _key_problems(
-                "--thumbor-key",
-                self.thumbor_key,
-                allow_short=self.dev or self.thumbor_weak_key,
-                short_exception="--thumbor-weak-key (an existing thumbor key) or --dev",
-            )
-        )
+        problems.extend(_signing_key_problems(self))
         if self.thumbor_weak_key and not self.thumbor_key:
             problems.append("--thumbor-weak-key needs --thumbor-key")
         opened = (
@@ -919,15 +911,7 @@ def signing_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None =
     values, errors, _ = _read(tuple(_BY_NAME[name] for name in SIGNING_SETTINGS), flags, environ)
     values.pop("secret_file", None)  # read into "secret" already
     config = Config(**values)
-    errors.extend(_key_problems("--secret", config.secret, allow_short=config.dev))
-    errors.extend(
-        _key_problems(
-            "--thumbor-key",
-            config.thumbor_key,
-            allow_short=config.dev or config.thumbor_weak_key,
-            short_exception="--thumbor-weak-key (an existing thumbor key) or --dev",
-        )
-    )
+    errors.extend(_signing_key_problems(config))
     errors.extend(_preset_problems(config.preset, config.max_output_side))
     if not config.secret and not config.thumbor_key and not errors:
         errors.append(
@@ -1004,6 +988,16 @@ def _preset_problems(presets: Iterable[str], max_side: int) -> list[str]:
             problems.append(f"--preset: {name!r} is defined twice")
         names.add(name)
     return problems
+
+
+def _signing_key_problems(config: Config) -> list[str]:
+    """The secrets' and thumbor keys' problems, by one rule (``_key_problems``)."""
+    return _key_problems("--secret", config.secret, allow_short=config.dev) + _key_problems(
+        "--thumbor-key",
+        config.thumbor_key,
+        allow_short=config.dev or config.thumbor_weak_key,
+        short_exception="--thumbor-weak-key (an existing thumbor key) or --dev",
+    )
 
 
 def _key_problems(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -25,6 +26,23 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 FIXTURES = ROOT / "tests" / "fixtures"
 SHARED_CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def get_fresh(node: TofuProcess, target: str, timeout: float = 60) -> tuple[int, bytes]:
+    """GET ``target`` on a new connection each time (so that every worker receives some)."""
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def width_target(key: str, width: int) -> str:
+    """The unsigned tofu path of ``key`` at ``width``."""
+    folder, name = key.rsplit("/", 1)
+    return f"/{folder}/{width}/{name}"
 
 
 def free_port() -> int:
