@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tofu.errors import BadRequest
-from tofu.formats import FORMATS
+from tofu.formats import AUTO_QUALITY_TARGET, FORMATS
 from tofu.origins.sources import Route, parse_route, parse_table
 from tofu.transform import ImageFormat
 from tofu.urls import SizeSpec, parse_size_spec
@@ -135,6 +135,13 @@ def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def _quality_target(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1:
+        raise ValueError(f"must be an SSIM from 0.5 to below 1, got {text!r}")
+    return value
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -379,6 +386,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("avif_effort", "AVIF encoder effort 0 (fastest) to 9", _non_negative(int)),
     Setting(
+        "auto_quality",
+        "choose the JPEG, WebP and AVIF quality per image: the lowest meeting "
+        "--quality-target, in a few trial encodes (a URL's q always wins)",
+        flag_only=True,
+    ),
+    Setting(
+        "quality_target",
+        "the SSIM (RGB, against the output before encoding) --auto-quality aims at; "
+        "Save-Data lowers it",
+        _quality_target,
+    ),
+    Setting(
         "client_hints",
         "answer Accept-CH and size images by the Sec-CH-DPR hint (URLs without @DPR) and the "
         "Sec-CH-Width hint (sizes with the w option), with Vary",
@@ -450,6 +469,8 @@ class Config:
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
     avif_effort: int = 0
+    auto_quality: bool = False
+    quality_target: float = AUTO_QUALITY_TARGET
     client_hints: bool = False
     save_data: bool = False
     drain_seconds: float = 5.0
