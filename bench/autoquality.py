@@ -100,8 +100,9 @@ def calibrate(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
                 qualities = sorted({*sweep[fmt], spec.default_quality, spec.save_data_quality})
                 curve = {}
                 for q in qualities:
-                    body = render(data, dataclasses.replace(size, quality=q, format=fmt),
-                                  RenderSettings()).body
+                    body = render(
+                        data, dataclasses.replace(size, quality=q, format=fmt), RenderSettings()
+                    ).body
                     curve[q] = aq.score(reference, body)
                 at_default[fmt.value].append(curve[spec.default_quality])  # type: ignore[index]
                 at_save_data[fmt.value].append(curve[spec.save_data_quality])  # type: ignore[index]
@@ -322,8 +323,9 @@ def metric_choice(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
             for fmt in LOSSY:
                 low, high = aq.BOUNDS[fmt]
                 for q in (low, (low + high) // 2, high):
-                    body = render(data, dataclasses.replace(size, quality=q, format=fmt),
-                                  RenderSettings()).body
+                    body = render(
+                        data, dataclasses.replace(size, quality=q, format=fmt), RenderSettings()
+                    ).body
                     image = pyvips.Image.new_from_buffer(body, "")
                     crop = size.fit is Fit.COVER
                     ref = references(data, image.width, image.height, crop=crop)[0]

@@ -36,6 +36,10 @@ from bench.procs import RssSampler, group_cpu_seconds, settle
 from bench.quality import Scorer
 from bench.report import Row, WorkloadInfo, write_report
 from bench.servers import (
+    SHARP_MATCHED,
+    SHARP_NEGOTIATE,
+    THUMBOR_AUTO_AVIF,
+    THUMBOR_AUTO_WEBP,
     Running,
     ServerError,
     cores,
@@ -146,13 +150,30 @@ class Bench:
         root, work = self.origin.root, self.workdir
         cache = None if wl.cached else "0"
         name = f"{wl.name}-{server}"
+        browser = bool(wl.accept)
         starters: dict[str, Callable[[], Running]] = {
             "tofu": lambda: start_tofu(name, root, work, cache_size=cache, extra=self.tofu_extra),
+            "tofu-auto": lambda: start_tofu(
+                name, root, work, cache_size=cache, extra=[*self.tofu_extra, "--auto-quality"]
+            ),
             "tofu-percore": lambda: start_tofu(
                 name, root, work, workers=cores(), cache_size=cache, extra=self.tofu_extra
             ),
             "thumbor": lambda: start_thumbor(
-                name, root, work, result_storage=False, processes=self.args.thumbor_processes
+                name,
+                root,
+                work,
+                result_storage=False,
+                processes=self.args.thumbor_processes,
+                extra_config=THUMBOR_AUTO_AVIF if browser else "",
+            ),
+            "thumbor-webp": lambda: start_thumbor(
+                name,
+                root,
+                work,
+                result_storage=False,
+                processes=self.args.thumbor_processes,
+                extra_config=THUMBOR_AUTO_WEBP,
             ),
             "thumbor-rs": lambda: start_thumbor(
                 name, root, work, result_storage=True, processes=self.args.thumbor_processes
@@ -160,13 +181,20 @@ class Bench:
             "nginx-if": lambda: start_nginx(name, "image_filter", root, work),
             "nginx-if-cache": lambda: start_nginx(name, "cache", root, work),
             "nginx-static": lambda: start_nginx(name, "static", self.static_root, work),
-            "sharp": lambda: start_sharp(name, root, work),
+            "sharp": lambda: start_sharp(
+                name, root, work, options=SHARP_NEGOTIATE if browser else []
+            ),
+            "sharp-matched": lambda: start_sharp(name, root, work, options=SHARP_MATCHED),
             "ceiling": lambda: start_ceiling(name, root, work),
         }
         return starters[server]()
 
     def paths(self, wl: Workload, kind: Kind) -> list[str]:
-        pairs = pairs_for(
+        pairs = self.pairs(wl)
+        return paths_for(kind, pairs, explicit_quality=wl.explicit_quality)
+
+    def pairs(self, wl: Workload) -> list[tuple[str, str]]:
+        return pairs_for(
             wl.name,
             self.origin,
             list_length=self.args.list_length,
@@ -175,16 +203,15 @@ class Bench:
             seed=self.args.seed,
             w3_token_=self.w3_token,
         )
-        return paths_for(kind, pairs)
 
     def floor(self, wl: Workload) -> Floor | None:
-        """The decode-only floor of a miss-path workload's photos; None when the workload
-        caches or has no photo tofu decodes with libjpeg-turbo."""
+        """The decode-only floor of a miss-path workload's photos at its one size; None when
+        the workload caches, mixes sizes (W5) or has no photo libjpeg-turbo decodes."""
         pairs = self.quality_pairs(wl)
-        if wl.cached or not pairs:
-            return None
         tokens = {token for _, token in pairs}
-        (token,) = tokens  # a miss-path workload renders one size
+        if wl.cached or len(tokens) != 1:
+            return None
+        (token,) = tokens
         return decode_floor([(self.origin.root / key).read_bytes() for key, _ in pairs], token)
 
     def quality_pairs(self, wl: Workload) -> list[tuple[str, str]]:
@@ -197,13 +224,21 @@ class Bench:
         quality = self.scorer.run(
             running.url,
             self.quality_pairs(wl),
-            lambda key, token: path_for(running.kind, key, token),
+            lambda key, token: path_for(
+                running.kind, key, token, explicit_quality=wl.explicit_quality
+            ),
+            headers=self.headers(wl),
         )
         row.ssim_worst, row.ssim_mean = quality.worst, quality.mean
         row.dims, row.chroma = quality.dims, quality.chroma
+        row.formats = quality.formats
         if quality.failures:
             shown = "; ".join(quality.failures[:3])
             row.notes.append(f"quality pass: {len(quality.failures)} failed ({shown})")
+
+    @staticmethod
+    def headers(wl: Workload) -> dict[str, str]:
+        return {"Accept": wl.accept} if wl.accept else {}
 
     def prepare_w3(self) -> None:
         """Pick the rendition near --w3-bytes and write it as the static file nginx serves."""
@@ -237,7 +272,7 @@ class Bench:
 
     def _measure(self, wl: Workload, running: Running, row: Row) -> None:
         paths = self.paths(wl, running.kind)
-        status = prime(running.url + paths[0])
+        status = prime(running.url + paths[0], self.headers(wl))
         if status != 200:
             row.notes.append(f"first request answered {status}")
         duration = self.duration(wl)
@@ -246,6 +281,7 @@ class Bench:
             "connections": conns,
             "threads": self.args.threads,
             "timeout_s": self.args.timeout,
+            "headers": self.headers(wl),
         }
         if self.args.warmup > 0:
             # Start the warm-up elsewhere in the list, so the measured walk begins cold where it
@@ -290,10 +326,11 @@ class Bench:
         )
 
 
-def prime(url: str) -> int:
+def prime(url: str, headers: dict[str, str] | None = None) -> int:
     """One request before the load (and the rendition cached where the server caches)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=60) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as exc:
@@ -363,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 peer=wl.peer,
                 floor_ms=floor.mean_ms if floor else None,
                 floor_note=floor.describe() if floor else "",
+                accept=wl.accept,
             )
             infos.append(info)
             if name == "W4" and not origin.big_keys:

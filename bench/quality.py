@@ -74,6 +74,7 @@ class Quality:
     dims: dict[str, str] = field(default_factory=dict)  # "KEY TOKEN" -> "WxH"
     chroma: list[str] = field(default_factory=list)  # the distinct subsamplings seen
     failures: list[str] = field(default_factory=list)  # "KEY TOKEN: why"
+    formats: dict[str, int] = field(default_factory=dict)  # Content-Type -> outputs
 
 
 class Scorer:
@@ -96,16 +97,23 @@ class Scorer:
         return cached
 
     def run(
-        self, base_url: str, pairs: Sequence[tuple[str, str]], path_for: Callable[[str, str], str]
+        self,
+        base_url: str,
+        pairs: Sequence[tuple[str, str]],
+        path_for: Callable[[str, str], str],
+        headers: dict[str, str] | None = None,
     ) -> Quality:
-        """Fetch ``path_for(key, token)`` from ``base_url`` for every pair and score it."""
+        """Fetch ``path_for(key, token)`` from ``base_url`` for every pair (with ``headers``,
+        e.g. a browser's Accept) and score it."""
         quality = Quality()
         scores = []
         for key, token in pairs:
             label = f"{key} {token}"
+            request = urllib.request.Request(base_url + path_for(key, token), headers=headers or {})
             try:
-                with urllib.request.urlopen(base_url + path_for(key, token), timeout=60) as r:
+                with urllib.request.urlopen(request, timeout=60) as r:
                     body = r.read()
+                    media_type = r.headers.get("Content-Type", "?")
             except urllib.error.HTTPError as exc:
                 quality.failures.append(f"{label}: HTTP {exc.code}")
                 continue
@@ -119,6 +127,7 @@ class Scorer:
                 quality.failures.append(f"{label}: not an image")
                 continue
             scores.append(scored.ssim)
+            quality.formats[media_type] = quality.formats.get(media_type, 0) + 1
             quality.dims[label] = f"{scored.width}x{scored.height}"
             if scored.chroma and scored.chroma not in quality.chroma:
                 quality.chroma.append(scored.chroma)

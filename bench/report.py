@@ -43,6 +43,7 @@ class Row:
     ssim_mean: float | None = None
     dims: dict[str, str] = field(default_factory=dict)  # "KEY TOKEN" -> output "WxH"
     chroma: list[str] = field(default_factory=list)  # JPEG chroma subsamplings seen
+    formats: dict[str, int] = field(default_factory=dict)  # quality pass: Content-Type -> count
     skipped: str | None = None  # why there is no measurement
     notes: list[str] = field(default_factory=list)
 
@@ -74,6 +75,7 @@ class WorkloadInfo:
     peer: str = ""  # a second server ratios are computed against (sharp)
     floor_ms: float | None = None  # bench/floor.py: decode only, mean ms per photo
     floor_note: str = ""
+    accept: str = ""  # the Accept header sent (W5)
 
 
 def ratio(value: float, base: float) -> float | None:
@@ -187,6 +189,10 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         if tofu is not None and row is not tofu and row.chroma and row.chroma != tofu.chroma:
             extra.append(
                 f"chroma subsampling {', '.join(row.chroma)} (tofu {', '.join(tofu.chroma)})"
+            )
+        if info.accept and row.formats:
+            extra.append(
+                "answered " + ", ".join(f"{k} x{v}" for k, v in sorted(row.formats.items()))
             )
         if row.hit_ratio is not None and not math.isnan(row.hit_ratio):
             extra.append(f"result-cache hit ratio {row.hit_ratio:.1%}")
