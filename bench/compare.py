@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import metrics
 from bench.floor import Floor, decode_floor
+from bench.formats import tofu_per_format
 from bench.machine import machine_info, tofu_versions
 from bench.mix import DEFAULT_SIZE_MIX, format_size_mix, parse_size_mix
 from bench.procs import RssSampler, group_cpu_seconds, settle
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-quality", action="store_true", help="skip the SSIM pass after each server's run"
     )
+    p.add_argument(
+        "--format-repeat",
+        type=int,
+        default=3,
+        help="W5: renders per rendition for tofu's per-format rows (the minimum encode time)",
+    )
     return p
 
 
@@ -213,6 +220,15 @@ class Bench:
             return None
         (token,) = tokens
         return decode_floor([(self.origin.root / key).read_bytes() for key, _ in pairs], token)
+
+    def per_format(self, wl: Workload) -> list[dict]:
+        """W5: tofu's JPEG, WebP and AVIF on the workload's photos and sizes, in process."""
+        if not wl.accept or self.args.no_quality:
+            return []
+        originals = [(self.origin.root / key).read_bytes() for key in self.origin.photo_keys]
+        tokens = list(dict.fromkeys(token for _, token in self.quality_pairs(wl)))
+        print(f"{wl.name}: tofu per format, in process", file=sys.stderr)
+        return tofu_per_format(originals, tokens, repeat=self.args.format_repeat)
 
     def quality_pairs(self, wl: Workload) -> list[tuple[str, str]]:
         return quality_pairs(
@@ -401,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 floor_ms=floor.mean_ms if floor else None,
                 floor_note=floor.describe() if floor else "",
                 accept=wl.accept,
+                per_format=bench.per_format(wl),
             )
             infos.append(info)
             if name == "W4" and not origin.big_keys:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.formats import per_format_table
 from bench.goals import evaluate, goals_table
 from bench.quality import differing_dims
 from bench.units import fmt_ms
@@ -76,6 +77,7 @@ class WorkloadInfo:
     floor_ms: float | None = None  # bench/floor.py: decode only, mean ms per photo
     floor_note: str = ""
     accept: str = ""  # the Accept header sent (W5)
+    per_format: tuple[dict, ...] | list[dict] = ()  # W5: tofu alone per format, in process
 
 
 def ratio(value: float, base: float) -> float | None:
@@ -210,6 +212,15 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         if tofu is not None and not math.isnan(tofu.cpu_ms_per_req):
             floor += f"; tofu's CPU ms/req is {tofu.cpu_ms_per_req / info.floor_ms:.2f}x it"
         out += ["", floor + "."]
+    if info.per_format:
+        out += [
+            "",
+            "tofu alone per output format, in process (the same photos and sizes; the format's "
+            "default quality or the token's q; encode ms is the render's encode phase, the "
+            "minimum of --format-repeat renders):",
+            "",
+            per_format_table(info.per_format),
+        ]
     return "\n".join(out)
 
 
