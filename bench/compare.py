@@ -244,10 +244,13 @@ class Bench:
                 running.kind, key, token, explicit_quality=wl.explicit_quality
             ),
             headers=self.headers(wl),
+            with_ssimulacra2=bool(wl.accept),
         )
         row.ssim_worst, row.ssim_mean = quality.worst, quality.mean
         row.dims, row.chroma = quality.dims, quality.chroma
         row.formats = quality.formats
+        row.ssimulacra2_worst = quality.ssimulacra2_worst
+        row.ssimulacra2_mean = quality.ssimulacra2_mean
         if quality.failures:
             shown = "; ".join(quality.failures[:3])
             row.notes.append(f"quality pass: {len(quality.failures)} failed ({shown})")

@@ -42,6 +42,8 @@ class Row:
     renders: float | None = None  # tofu: renders during the run
     ssim_worst: float | None = None  # the quality pass (bench/quality.py) after the run
     ssim_mean: float | None = None
+    ssimulacra2_worst: float | None = None  # W5's quality pass: SSIMULACRA 2 (0-100)
+    ssimulacra2_mean: float | None = None
     dims: dict[str, str] = field(default_factory=dict)  # "KEY TOKEN" -> output "WxH"
     chroma: list[str] = field(default_factory=list)  # JPEG chroma subsamplings seen
     formats: dict[str, int] = field(default_factory=dict)  # quality pass: Content-Type -> count
@@ -136,6 +138,12 @@ def _ssim(row: Row, flagged: bool) -> str:
     return f"{row.ssim_worst:.3f} / {row.ssim_mean:.3f}" + (" (dims!)" if flagged else "")
 
 
+def _ssimulacra2(row: Row) -> str:
+    if row.ssimulacra2_worst is None or row.ssimulacra2_mean is None:
+        return "-"
+    return f"{row.ssimulacra2_worst:.1f} / {row.ssimulacra2_mean:.1f}"
+
+
 def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
     b, p = info.baseline, info.peer
     columns = [
@@ -147,6 +155,7 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         "peak RSS MB",
         "mean bytes",
         "SSIM worst / mean",
+        *(["SSIMULACRA 2 worst / mean"] if info.accept else []),
         "errors",
         f"req/s vs {b}",
         *([f"req/s vs {p}"] if p else []),
@@ -173,6 +182,7 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
             _num(row.peak_rss_mb, 0),
             _num(row.mean_bytes, 0),
             _ssim(row, bool(differing)),
+            *([_ssimulacra2(row)] if info.accept else []),
             str(row.errors),
             _x(r.rps_vs_base),
             *([_x(r.rps_vs_peer)] if p else []),
@@ -245,7 +255,9 @@ def render_markdown(results: dict) -> str:
         "- SSIM worst / mean: each server's output for every photo of the workload, fetched once "
         "after its run, against the original decoded in full by libvips, autorotated and resized "
         "with Lanczos-3 to that output's dimensions (a crop: both centres of an odd margin, the "
-        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's.",
+        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's. "
+        "W5 also gives SSIMULACRA 2 (0-100, higher is better; 90 is visually lossless, 70 "
+        "high quality) against the best-SSIM reference.",
         "",
     ]
     for info_dict in results["workloads"]:

@@ -646,8 +646,10 @@ def test_w5_runs_short_on_the_samples(tmp_path: Path) -> None:
         expected = "image/webp" if name == "thumbor-webp" else "image/avif"
         assert set(row["formats"]) == {expected}, (name, row["formats"])
         assert 0.5 < row["ssim_worst"] <= row["ssim_mean"] < 1, name
+        assert 0 < row["ssimulacra2_worst"] <= row["ssimulacra2_mean"] < 100, name
     (info,) = results["workloads"]
     assert info["accept"] == CHROMIUM_ACCEPT
     assert [r["format"] for r in info["per_format"]] == ["jpeg", "webp", "avif"]
     report = (tmp_path / "w5.md").read_text()
     assert "## W5" in report and "| tofu, format |" in report
+    assert "| SSIMULACRA 2 worst / mean |" in report
