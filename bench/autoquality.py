@@ -50,6 +50,7 @@ from tofu.formats import FORMATS
 from tofu.negotiate import Negotiated
 from tofu.render import RenderSettings, render
 from tofu.render import autoquality as aq
+from tofu.render.encode import encode
 from tofu.transform import Fit, ImageFormat, Size
 from tofu.urls import parse_size
 
@@ -67,10 +68,14 @@ def rendered(data: bytes, size: Size, fmt: ImageFormat, settings: RenderSettings
     return rendition, time.process_time() - started
 
 
-def own_pixels(data: bytes, size: Size) -> np.ndarray:
-    """tofu's pixels before encoding (its lossless PNG)."""
+def own_image(data: bytes, size: Size) -> pyvips.Image:
+    """tofu's pixels before encoding (its lossless PNG, decoded into memory)."""
     rendition = render(data, size, RenderSettings(), Negotiated(ImageFormat.PNG, ImageFormat.GIF))
-    return aq.pixels(pyvips.Image.new_from_buffer(rendition.body, ""))
+    return pyvips.Image.new_from_buffer(rendition.body, "").copy_memory()
+
+
+def own_pixels(data: bytes, size: Size) -> np.ndarray:
+    return aq.pixels(own_image(data, size))
 
 
 def without_quality(token: str) -> str:
@@ -92,7 +97,8 @@ def calibrate(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
         data = photo.read_bytes()
         for token in sorted({without_quality(t) for t in tokens}):
             size = parse_size(token, 8192)
-            reference = own_pixels(data, size)
+            image = own_image(data, size)  # encoded at each quality as the pipeline encodes
+            reference = aq.pixels(image)
             detail = aq.detail(reference)
             print(f"  {photo.name} {token} detail {detail:.2f}", file=sys.stderr)
             for fmt in LOSSY:
@@ -100,10 +106,7 @@ def calibrate(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
                 qualities = sorted({*sweep[fmt], spec.default_quality, spec.save_data_quality})
                 curve = {}
                 for q in qualities:
-                    body = render(
-                        data, dataclasses.replace(size, quality=q, format=fmt), RenderSettings()
-                    ).body
-                    curve[q] = aq.score(reference, body)
+                    curve[q] = aq.score(reference, encode(image, fmt, q, RenderSettings()))
                 at_default[fmt.value].append(curve[spec.default_quality])  # type: ignore[index]
                 at_save_data[fmt.value].append(curve[spec.save_data_quality])  # type: ignore[index]
                 curves.append((fmt.value, detail, curve))

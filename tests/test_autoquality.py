@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +25,7 @@ from tofu.render import Cancellation, RenderSettings, Rendition, pipeline, prepa
 from tofu.render import autoquality as aq
 from tofu.render.encode import DEFAULT_QUALITY, encode
 from tofu.transform import ImageFormat
-from tofu.urls import parse_size
+from tofu.urls import build_path, parse_size
 
 AUTO = RenderSettings(auto_quality=True)
 LOSSY = (ImageFormat.JPEG, ImageFormat.WEBP, ImageFormat.AVIF)
@@ -197,3 +200,50 @@ def test_the_deadline_stops_the_trial_encodes() -> None:
             raise
     assert time.monotonic() - started < SLACK
     timer.cancel()
+
+
+# --- the server: the chosen quality is visible and counted ---------------------------------------
+
+AVIF_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+
+
+async def test_the_chosen_quality_is_a_header_on_misses_and_hits_and_counted(
+    make_client: Callable[..., Any],
+) -> None:
+    client = await make_client(origin=(str(SAMPLES),), dev=True, auto_quality=True)
+    path = build_path("recipes/2/autumn.jpg", "280x194c")
+    miss = await client.get(path, headers={"Accept": AVIF_ACCEPT})
+    hit = await client.get(path, headers={"Accept": AVIF_ACCEPT})
+    assert miss.status == hit.status == 200
+    assert miss.headers["Content-Type"] == "image/avif"
+    expected = rendered(
+        (SAMPLES / "recipes" / "2" / "autumn.jpg").read_bytes(), "280x194c", ImageFormat.AVIF, AUTO
+    )
+    assert miss.headers["X-Tofu-Quality"] == hit.headers["X-Tofu-Quality"] == str(expected.quality)
+    assert await miss.read() == await hit.read() == expected.body
+    fixed = await client.get(build_path("recipes/2/autumn.jpg", "280x194cq37"))
+    assert fixed.headers["X-Tofu-Quality"] == "37"
+    exposition = await (await client.get("/metrics")).text()
+    assert 'tofu_render_quality_count{format="avif",how="auto"} 1.0' in exposition
+    assert 'tofu_render_quality_count{format="jpeg",how="fixed"} 1.0' in exposition
+    logo = await client.get(build_path("logos/rgba.png", "64"))
+    assert logo.status == 200 and "X-Tofu-Quality" not in logo.headers  # PNG: none applies
+
+
+def test_the_quality_header_crosses_workers(tofu_process: Callable[..., Any]) -> None:
+    """A miss one worker routes to the owning worker (tofu.peers) keeps its quality."""
+    node = tofu_process(["--origin", str(SAMPLES), "--dev", "--workers", "2", "--auto-quality"])
+    deadline = time.monotonic() + 30
+    while node.log().count("tofu listening") < 2:
+        assert time.monotonic() < deadline, node.log()
+        time.sleep(0.05)
+    for token in ("280", "280x194c", "200x200c", "320", "360x240c", "150", "240x160c", "300"):
+        for key in ("recipes/1/cups.jpg", "recipes/2/autumn.jpg"):
+            request = urllib.request.Request(node.url + build_path(key, token))
+            with urllib.request.urlopen(request, timeout=30) as response:
+                quality = response.headers["X-Tofu-Quality"]
+                assert quality is not None and 40 <= int(quality) <= 92
+    with urllib.request.urlopen(node.url + "/metrics", timeout=30) as response:
+        exposition = response.read().decode()
+    routed = [line for line in exposition.splitlines() if line.startswith("tofu_peer_fetches")]
+    assert routed and float(routed[0].split()[-1]) > 0, routed  # some came from the owner
