@@ -116,13 +116,17 @@ def calibrate(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
     factor = statistics.fmean((1 - save_data[f]) / (1 - medians[f]) for f in medians)
     fits = {}
     for fmt in LOSSY:
-        xs, ys = [], []
+        xs, ys, slopes = [], [], []
         for f, detail, curve in curves:
             if f != fmt.value:
                 continue
-            meeting = [q for q, s in sorted(curve.items()) if s >= target]
+            ordered = sorted(curve.items())
+            meeting = [i for i, (q, s) in enumerate(ordered) if s >= target]
             xs.append(math.log(max(detail, 0.5)))
-            ys.append(meeting[0] if meeting else aq.BOUNDS[fmt][1])
+            ys.append(ordered[meeting[0]][0] if meeting else aq.BOUNDS[fmt][1])
+            if meeting and meeting[0] > 0:  # the score per quality step where it crosses
+                (q0, s0), (q1, s1) = ordered[meeting[0] - 1], ordered[meeting[0]]
+                slopes.append((s1 - s0) / (q1 - q0))
         b, a = np.polyfit(xs, ys, 1)
         residual = [y - (a + b * x) for x, y in zip(xs, ys, strict=True)]
         fits[fmt.value] = {
@@ -130,6 +134,7 @@ def calibrate(photos: Sequence[Path], tokens: Sequence[str]) -> dict:
             "b": round(float(b), 1),
             "residual_sd": round(statistics.pstdev(residual), 1),
             "needed_q_median": statistics.median(ys),
+            "slope_median": round(statistics.median(slopes), 5) if slopes else None,
         }
     return {
         "median_score_at_defaults": medians,
@@ -151,6 +156,8 @@ class Row:
     total_bytes: int = 0
     ssim_worst: float = 1.0
     ssim_median: float = 0.0
+    s2_worst: float = 100.0  # SSIMULACRA 2 against the same reference
+    s2_median: float = 0.0
     self_worst: float = 1.0
     self_median: float = 0.0
     cpu_ms_mean: float = 0.0
@@ -167,45 +174,54 @@ def compare(
         "fixed": RenderSettings(),
         "auto": RenderSettings(auto_quality=True, quality_target=target),
     }
-    rows = []
     weight_of = dict(mix)
-    for fmt in LOSSY:
-        for mode, settings in modes.items():
-            row = Row(fmt.value, mode)
-            weighted, weights, ssims, selfs, cpus = 0.0, 0.0, [], [], []
-            for photo in photos:
-                data = photo.read_bytes()
-                for token, _ in mix:
-                    size = parse_size(token, 8192)
-                    best = math.inf
-                    for _ in range(repeat):
-                        rendition, cpu = rendered(data, size, fmt, settings)
-                        best = min(best, cpu)
-                    body = rendition.body
-                    image = pyvips.Image.new_from_buffer(body, "")
+    rows = {(fmt, mode): Row(fmt.value, mode) for fmt in LOSSY for mode in modes}
+    acc: dict[tuple[ImageFormat, str], dict[str, list[float]]] = {
+        key: {"ssim": [], "s2": [], "self": [], "cpu": [], "weighted": [], "weights": []}
+        for key in rows
+    }
+    for photo in photos:
+        data = photo.read_bytes()
+        for token, _ in mix:
+            size = parse_size(token, 8192)
+            print(f"  {photo.name} {token}", file=sys.stderr)
+            own = own_pixels(data, size)
+            refs: list[np.ndarray] = []
+            for (fmt, mode), row in rows.items():
+                best = math.inf
+                for _ in range(repeat):
+                    rendition, cpu = rendered(data, size, fmt, modes[mode])
+                    best = min(best, cpu)
+                body = rendition.body
+                if not refs:  # every format and mode has the same dimensions
                     crop = size.fit is Fit.COVER
-                    refs = references(data, image.width, image.height, crop=crop)
-                    pixels = decode(body)
-                    ssims.append(max(_ssim(r, pixels) for r in refs))
-                    self_score = aq.score(own_pixels(data, size), body)
-                    selfs.append(self_score)
-                    cpus.append(best * 1000)
-                    weighted += weight_of[token] * len(body)
-                    weights += weight_of[token]
-                    row.total_bytes += len(body)
-                    q = str(rendition.quality)
-                    row.qualities[q] = row.qualities.get(q, 0) + 1
-                    if mode == "auto" and size.quality is None and self_score < target:
-                        row.capped += 1
-                    row.renditions += 1
-            row.weighted_mean_bytes = weighted / weights
-            row.ssim_worst, row.ssim_median = min(ssims), statistics.median(ssims)
-            row.self_worst, row.self_median = min(selfs), statistics.median(selfs)
-            row.cpu_ms_mean = statistics.fmean(cpus)
-            row.cpu_ms_p99 = float(np.percentile(cpus, 99))
-            print(f"  {fmt.value} {mode}: {row.weighted_mean_bytes:,.0f} B", file=sys.stderr)
-            rows.append(row)
-    return rows
+                    refs = references(data, rendition.width, rendition.height, crop=crop)
+                pixels = decode(body)
+                scores = [_ssim(r, pixels) for r in refs]
+                best_ref = refs[scores.index(max(scores))]
+                a = acc[(fmt, mode)]
+                a["ssim"].append(max(scores))
+                a["s2"].append(ssimulacra2(best_ref, pixels))
+                self_score = aq.score(own, body)
+                a["self"].append(self_score)
+                a["cpu"].append(best * 1000)
+                a["weighted"].append(weight_of[token] * len(body))
+                a["weights"].append(weight_of[token])
+                row.total_bytes += len(body)
+                q = str(rendition.quality)
+                row.qualities[q] = row.qualities.get(q, 0) + 1
+                if mode == "auto" and size.quality is None and self_score < target:
+                    row.capped += 1
+                row.renditions += 1
+    for key, row in rows.items():
+        a = acc[key]
+        row.weighted_mean_bytes = sum(a["weighted"]) / sum(a["weights"])
+        row.ssim_worst, row.ssim_median = min(a["ssim"]), statistics.median(a["ssim"])
+        row.s2_worst, row.s2_median = min(a["s2"]), statistics.median(a["s2"])
+        row.self_worst, row.self_median = min(a["self"]), statistics.median(a["self"])
+        row.cpu_ms_mean = statistics.fmean(a["cpu"])
+        row.cpu_ms_p99 = float(np.percentile(a["cpu"], 99))
+    return list(rows.values())
 
 
 def _ssim(reference: np.ndarray, image: np.ndarray) -> float:
@@ -224,9 +240,11 @@ def verdict(rows: Sequence[Row]) -> dict[str, dict]:
         out[fmt.value] = {
             "bytes_saved": round(saved, 4),
             "worst_ssim_delta": round(auto.ssim_worst - fixed.ssim_worst, 4),
+            "worst_ssimulacra2_delta": round(auto.s2_worst - fixed.s2_worst, 2),
             "cpu_ratio": round(cpu, 2),
             "meets": saved >= BYTES_SAVED_MIN
             and auto.ssim_worst >= fixed.ssim_worst
+            and auto.s2_worst >= fixed.s2_worst
             and cpu <= CPU_RATIO_MAX,
         }
     return out
@@ -234,22 +252,29 @@ def verdict(rows: Sequence[Row]) -> dict[str, dict]:
 
 def markdown(rows: Sequence[Row], verdicts: dict[str, dict]) -> str:
     lines = [
-        "| format | auto | mean bytes (mix) | total bytes | SSIM worst / median | self worst / "
-        "median | CPU ms/miss mean / p99 | capped |",
-        "|---|---|---|---|---|---|---|---|",
+        "| format | quality | mean bytes (mix) | total bytes | SSIM worst / median | "
+        "SSIMULACRA 2 worst / median | self SSIM worst / median | CPU ms/miss mean / p99 | "
+        "capped |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.format} | {r.mode} | {r.weighted_mean_bytes:,.0f} | {r.total_bytes:,} | "
-            f"{r.ssim_worst:.4f} / {r.ssim_median:.4f} | {r.self_worst:.4f} / "
-            f"{r.self_median:.4f} | {r.cpu_ms_mean:.1f} / {r.cpu_ms_p99:.1f} | {r.capped} |"
+            f"{r.ssim_worst:.4f} / {r.ssim_median:.4f} | {r.s2_worst:.1f} / {r.s2_median:.1f} | "
+            f"{r.self_worst:.4f} / {r.self_median:.4f} | {r.cpu_ms_mean:.1f} / "
+            f"{r.cpu_ms_p99:.1f} | {r.capped} |"
         )
-    lines += ["", "| format | bytes saved | worst SSIM change | CPU ratio | meets the rule |"]
-    lines.append("|---|---|---|---|---|")
+    lines += [
+        "",
+        "| format | bytes saved | worst SSIM change | worst SSIMULACRA 2 change | CPU ratio | "
+        "meets the rule |",
+        "|---|---|---|---|---|---|",
+    ]
     for fmt, v in verdicts.items():
         lines.append(
             f"| {fmt} | {v['bytes_saved']:.1%} | {v['worst_ssim_delta']:+.4f} | "
-            f"{v['cpu_ratio']:.2f}x | {'yes' if v['meets'] else 'no'} |"
+            f"{v['worst_ssimulacra2_delta']:+.2f} | {v['cpu_ratio']:.2f}x | "
+            f"{'yes' if v['meets'] else 'no'} |"
         )
     return "\n".join(lines)
 

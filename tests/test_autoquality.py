@@ -19,11 +19,13 @@ import pytest
 import pyvips
 
 from tests.support.servers import SAMPLES, SHARED_CORPUS
+from tofu.config import Config, ConfigError
 from tofu.errors import RenderTimeout
 from tofu.negotiate import Negotiated
 from tofu.render import Cancellation, RenderSettings, Rendition, pipeline, prepare, render
 from tofu.render import autoquality as aq
 from tofu.render.encode import DEFAULT_QUALITY, encode
+from tofu.render_pool import render_settings
 from tofu.transform import ImageFormat
 from tofu.urls import build_path, parse_size
 
@@ -247,3 +249,15 @@ def test_the_quality_header_crosses_workers(tofu_process: Callable[..., Any]) ->
         exposition = response.read().decode()
     routed = [line for line in exposition.splitlines() if line.startswith("tofu_peer_fetches")]
     assert routed and float(routed[0].split()[-1]) > 0, routed  # some came from the owner
+
+
+def test_the_settings_from_flags_and_environment() -> None:
+    base = {"origin": str(SAMPLES), "dev": True}
+    config = Config.load(base, {"TOFU_AUTO_QUALITY": "1", "TOFU_QUALITY_TARGET": "0.93"})
+    assert config.auto_quality and config.quality_target == 0.93
+    assert render_settings(config).auto_quality and render_settings(config).quality_target == 0.93
+    assert not Config.load(base, {}).auto_quality
+    assert Config.load(base, {}).quality_target == aq.DEFAULT_TARGET
+    for bad in ("1.5", "0.2", "high"):
+        with pytest.raises(ConfigError, match="--quality-target"):
+            Config.load({**base, "quality_target": bad}, {})
