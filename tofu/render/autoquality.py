@@ -9,11 +9,12 @@ quality", has the measurements and why not SSIMULACRA 2 at run time).
 
 The search is bounded: at most ``ENCODE_BUDGET`` encodes, the chosen one among them (its bytes
 are the answer, never encoded again). The first trial is a guess from the image's detail (the
-mean absolute difference of neighbouring luma pixels): flat images need less quality than
-textured ones. Then the bracket between the best quality known to fail and the lowest known to
-pass is narrowed by interpolating the score linearly in quality (regula falsi, kept strictly
-inside the bracket). When nothing passes, the format's upper bound is the answer ("capped").
-Every choice depends only on the pixels, so the same request gives the same bytes.
+mean absolute difference of neighbouring pixels of the first band): flat images need less
+quality than textured ones. The second is a step by the format's typical slope of score per
+quality; then the bracket between the best quality known to fail and the lowest known to pass
+is narrowed halfway between linear interpolation and the bracket's middle. When nothing
+passes, the format's upper bound is the answer ("capped"). Every choice depends only on the
+pixels, so the same request gives the same bytes.
 """
 
 from __future__ import annotations
@@ -42,24 +43,25 @@ BOUNDS: dict[ImageFormat, tuple[int, int]] = {
 RESOLUTION = 2
 DEFAULT_TARGET = AUTO_QUALITY_TARGET  # the format table's: the corpus median at fixed defaults
 # Save-Data: the target's distance from a perfect score grows by this factor (the median score
-# at the Save-Data defaults, JPEG q55, WebP q55, AVIF q45, measured the same way).
-SAVE_DATA_LOSS_FACTOR = 1.6
+# at the Save-Data defaults, JPEG q55, WebP q55, AVIF q45, measured the same way: 1.48).
+SAVE_DATA_LOSS_FACTOR = 1.5
 
-# The first guess: quality = a + b * ln(detail), per format, fitted on the corpus at the
-# default target (``python -m bench.autoquality``).
+# The first guess: quality = a + b * ln(detail), per format, the least-squares fit of the
+# lowest quality meeting the default target on the corpus (``python -m bench.autoquality
+# --calibrate``; residual SD 13-18 quality steps: detail is a rough guide, the trials decide).
 GUESS: dict[ImageFormat, tuple[float, float]] = {
-    ImageFormat.JPEG: (60.0, 8.0),
-    ImageFormat.WEBP: (60.0, 8.0),
-    ImageFormat.AVIF: (45.0, 7.0),
+    ImageFormat.JPEG: (35.3, 25.3),
+    ImageFormat.WEBP: (43.9, 17.7),
+    ImageFormat.AVIF: (26.6, 22.2),
 }
 
 
 # The score gained per quality step near the target (the corpus's median), for the second
 # trial's step from the first.
 SLOPE: dict[ImageFormat, float] = {
-    ImageFormat.JPEG: 0.0015,
-    ImageFormat.WEBP: 0.0015,
-    ImageFormat.AVIF: 0.0020,
+    ImageFormat.JPEG: 0.00175,
+    ImageFormat.WEBP: 0.0029,
+    ImageFormat.AVIF: 0.0019,
 }
 
 
@@ -178,10 +180,14 @@ def _next(
         return None
     if failing is not None and passing is not None:
         s_lo, s_hi = tried[failing][1], tried[passing][1]
+        middle = (lo + hi) / 2
+        q = middle
         if s_hi > s_lo:
-            q = lo + (target - s_lo) / (s_hi - s_lo) * (hi - lo)
-            return min(hi - 1, max(lo + 1, round(q)))
-        return (lo + hi) // 2
+            # Halfway between the linear interpolation and the middle: the score is convex
+            # in quality near the top (JPEG gains more per step above 85), where plain
+            # interpolation keeps landing just short and never brackets the answer.
+            q = (lo + (target - s_lo) / (s_hi - s_lo) * (hi - lo) + middle) / 2
+        return min(hi - 1, max(lo + 1, round(q)))
     # One side only (the first trial): a Newton step with the format's typical slope, at
     # least RESOLUTION + 1 away so that the next bracket is narrower.
     (known,) = (q for q in (failing, passing) if q is not None)
