@@ -238,15 +238,17 @@ async def test_the_chosen_quality_is_a_header_on_misses_and_hits_and_counted(
     expected = rendered(
         (SAMPLES / "recipes" / "2" / "autumn.jpg").read_bytes(), "280x194c", ImageFormat.AVIF, AUTO
     )
-    assert miss.headers["X-Tofu-Quality"] == hit.headers["X-Tofu-Quality"] == str(expected.quality)
+    assert (
+        miss.headers["X-Image-Quality"] == hit.headers["X-Image-Quality"] == str(expected.quality)
+    )
     assert await miss.read() == await hit.read() == expected.body
     fixed = await client.get(build_path("recipes/2/autumn.jpg", "280x194cq37"))
-    assert fixed.headers["X-Tofu-Quality"] == "37"
+    assert fixed.headers["X-Image-Quality"] == "37"
     exposition = await (await client.get("/metrics")).text()
     assert 'tofu_render_quality_count{format="avif",how="auto"} 1.0' in exposition
     assert 'tofu_render_quality_count{format="jpeg",how="fixed"} 1.0' in exposition
     logo = await client.get(build_path("logos/rgba.png", "64"))
-    assert logo.status == 200 and "X-Tofu-Quality" not in logo.headers  # PNG: none applies
+    assert logo.status == 200 and "X-Image-Quality" not in logo.headers  # PNG: none applies
 
 
 def test_the_quality_header_crosses_workers(tofu_process: Callable[..., Any]) -> None:
@@ -260,7 +262,7 @@ def test_the_quality_header_crosses_workers(tofu_process: Callable[..., Any]) ->
         for key in ("recipes/1/cups.jpg", "recipes/2/autumn.jpg"):
             request = urllib.request.Request(node.url + build_path(key, token))
             with urllib.request.urlopen(request, timeout=30) as response:
-                quality = response.headers["X-Tofu-Quality"]
+                quality = response.headers["X-Image-Quality"]
                 assert quality is not None and 40 <= int(quality) <= 92
     with urllib.request.urlopen(node.url + "/metrics", timeout=30) as response:
         exposition = response.read().decode()

@@ -43,7 +43,7 @@ MAX_REQUEST_BYTES = 64 << 10  # an encoded rendition is a key and a few fields
 TIMEOUT_HEADER = "Tofu-Timeout"  # seconds left of the client request's deadline
 VERSION_HEADER = "Tofu-Version"  # the original's version
 MODIFIED_HEADER = "Tofu-Last-Modified"  # the original's POSIX mtime, exactly
-QUALITY_HEADER = "X-Tofu-Quality"  # the encoder's quality, as the client sees it
+QUALITY_HEADER = "Tofu-Quality"  # the encoder's quality (the client sees X-Image-Quality)
 
 Rendition = tuple[Transform, Negotiated | None]
 

@@ -150,7 +150,7 @@ class Handlers:
         if self._accept_ch is not None:
             headers["Accept-CH"] = self._accept_ch
         if entry.quality is not None:
-            headers["X-Tofu-Quality"] = str(entry.quality)
+            headers["X-Image-Quality"] = str(entry.quality)
         if _not_modified(request, entry):
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = entry.media_type

@@ -57,7 +57,7 @@ class Entry:
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
     phases: dict[str, float]  # seconds spent producing it here: fetch, queue, render, encode
-    quality: int | None = None  # the encoder's quality (X-Tofu-Quality), where one applies
+    quality: int | None = None  # the encoder's quality (X-Image-Quality), where one applies
 
     @classmethod
     def create(
