@@ -168,11 +168,17 @@ class Row:
 
 
 def compare(
-    photos: Sequence[Path], mix: Sequence[tuple[str, float]], repeat: int, target: float
+    photos: Sequence[Path],
+    mix: Sequence[tuple[str, float]],
+    repeat: int,
+    target: float,
+    lower_only: bool = False,
 ) -> list[Row]:
     modes = {
         "fixed": RenderSettings(),
-        "auto": RenderSettings(auto_quality=True, quality_target=target),
+        "auto": RenderSettings(
+            auto_quality=True, quality_target=target, auto_quality_lower_only=lower_only
+        ),
     }
     weight_of = dict(mix)
     rows = {(fmt, mode): Row(fmt.value, mode) for fmt in LOSSY for mode in modes}
@@ -394,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="at most this many photos")
     p.add_argument("--repeat", type=int, default=3, help="renders per CPU timing (min taken)")
     p.add_argument("--target", type=float, default=aq.DEFAULT_TARGET, help="auto's target")
+    p.add_argument("--lower-only", action="store_true", help="auto never above the fixed default")
     p.add_argument("--calibrate", action="store_true", help="derive the constants")
     p.add_argument("--metrics", action="store_true", help="metric speed and agreement")
     p.add_argument("--out", type=Path, help="write the results as JSON (and .md) here")
@@ -423,11 +430,12 @@ def main(argv: list[str] | None = None) -> int:
             for n, v in result.items()
         )
     else:
-        rows = compare(photos, mix, args.repeat, args.target)
+        rows = compare(photos, mix, args.repeat, args.target, args.lower_only)
         verdicts = verdict(rows)
         result = {"rows": [dataclasses.asdict(r) for r in rows], "verdict": verdicts}
         text = markdown(rows, verdicts)
-    result = {"meta": {"photos": header, "target": args.target, "repeat": args.repeat}, **result}
+    meta = {"photos": header, "target": args.target, "repeat": args.repeat}
+    result = {"meta": {**meta, "lower_only": args.lower_only}, **result}
     print(header + "\n\n" + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -280,3 +280,36 @@ def test_the_settings_from_flags_and_environment() -> None:
     for bad in ("1.5", "0.2", "high"):
         with pytest.raises(ConfigError, match="--quality-target"):
             Config.load({**base, "quality_target": bad}, {})
+
+
+@pytest.mark.parametrize("fmt", LOSSY)
+@pytest.mark.parametrize("save_data", [False, True])
+def test_lower_only_never_goes_above_the_fixed_default(
+    photo: bytes, fmt: ImageFormat, save_data: bool
+) -> None:
+    settings = dataclasses.replace(AUTO, auto_quality_lower_only=True)
+    textured_png = as_image(textured(640, 480)).pngsave_buffer()
+    for data in (photo, textured_png):
+        size = dataclasses.replace(parse_size("320x200c", 4096), save_data=save_data)
+        negotiated = Negotiated(fmt, ImageFormat.WEBP)
+        lower = render(data, size, settings, negotiated)
+        fixed = render(data, size, RenderSettings(), negotiated)
+        assert lower.quality is not None and fixed.quality is not None
+        assert lower.quality <= fixed.quality and len(lower.body) <= len(fixed.body) * 1.02
+    flat_png = as_image(flat(640, 480)).pngsave_buffer()
+    lowered = render(flat_png, parse_size("320", 4096), settings, Negotiated(fmt, ImageFormat.WEBP))
+    assert lowered.quality is not None and lowered.quality < DEFAULT_QUALITY[fmt]
+
+
+def test_the_search_respects_a_ceiling() -> None:
+    image = as_image(textured())
+    for fmt in LOSSY:
+        asked: list[int] = []
+
+        def counting(q: int, fmt: ImageFormat = fmt, asked: list[int] = asked) -> bytes:
+            asked.append(q)
+            return encode(image, fmt, q, RenderSettings())
+
+        choice = aq.search(image, fmt, 0.999, counting, ceiling=DEFAULT_QUALITY[fmt])
+        assert max(asked) <= DEFAULT_QUALITY[fmt] and choice.quality == DEFAULT_QUALITY[fmt]
+        assert choice.capped

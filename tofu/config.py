@@ -392,6 +392,12 @@ SETTINGS: tuple[Setting, ...] = (
         flag_only=True,
     ),
     Setting(
+        "auto_quality_lower_only",
+        "--auto-quality never goes above the format's fixed default (it only lowers quality "
+        "for images that meet the target below it)",
+        flag_only=True,
+    ),
+    Setting(
         "quality_target",
         "the SSIM (RGB, against the output before encoding) --auto-quality aims at; "
         "Save-Data lowers it",
@@ -470,6 +476,7 @@ class Config:
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
     avif_effort: int = 0
     auto_quality: bool = False
+    auto_quality_lower_only: bool = False
     quality_target: float = AUTO_QUALITY_TARGET
     client_hints: bool = False
     save_data: bool = False

@@ -65,6 +65,13 @@ SLOPE: dict[ImageFormat, float] = {
 }
 
 
+def bounds(output: ImageFormat, ceiling: int | None = None) -> tuple[int, int]:
+    low, high = BOUNDS[output]
+    if ceiling is not None:
+        high = max(low, min(high, ceiling))
+    return low, high
+
+
 def applies(output: ImageFormat) -> bool:
     return output in BOUNDS
 
@@ -90,8 +97,8 @@ def detail(array: np.ndarray) -> float:
     return float(dx + dy) / 2
 
 
-def first_guess(output: ImageFormat, detail_: float) -> int:
-    low, high = BOUNDS[output]
+def first_guess(output: ImageFormat, detail_: float, ceiling: int | None = None) -> int:
+    low, high = bounds(output, ceiling)
     a, b = GUESS[output]
     return min(high, max(low, round(a + b * math.log(max(detail_, 0.5)))))
 
@@ -126,11 +133,12 @@ def search(
     *,
     budget: int = ENCODE_BUDGET,
     check: Callable[[], None] = lambda: None,
+    ceiling: int | None = None,
 ) -> Choice:
-    """The lowest quality of ``output`` within ``BOUNDS`` whose encoding by ``encode`` scores
-    ``target`` or more against ``image`` (computed, output-sized), in at most ``budget``
-    encodes; ``check`` runs before each (the deadline)."""
-    low, high = BOUNDS[output]
+    """The lowest quality of ``output`` within ``BOUNDS`` (and at most ``ceiling``) whose
+    encoding by ``encode`` scores ``target`` or more against ``image`` (computed,
+    output-sized), in at most ``budget`` encodes; ``check`` runs before each (the deadline)."""
+    low, high = bounds(output, ceiling)
     reference = pixels(image)
     tried: dict[int, tuple[bytes, float]] = {}
 
@@ -142,7 +150,7 @@ def search(
 
     failing: int | None = None  # the highest quality known to miss the target
     passing: int | None = None  # the lowest known to meet it
-    q = first_guess(output, detail(reference))
+    q = first_guess(output, detail(reference), ceiling)
     while len(tried) < budget:
         if passing is None and len(tried) == budget - 1:
             q = high  # the last encode: the answer when nothing met the target
@@ -152,7 +160,7 @@ def search(
             failing = q
         if passing == low or failing == high:
             break
-        nxt = _next(tried, failing, passing, output, target)
+        nxt = _next(tried, failing, passing, output, target, (low, high))
         if nxt is None:
             break
         q = nxt
@@ -171,9 +179,10 @@ def _next(
     passing: int | None,
     output: ImageFormat,
     target: float,
+    limits: tuple[int, int],
 ) -> int | None:
     """The next quality to try, or None when the bracket is narrow enough."""
-    low, high = BOUNDS[output]
+    low, high = limits
     lo = failing if failing is not None else low - 1
     hi = passing if passing is not None else high + 1
     if hi - lo <= RESOLUTION:

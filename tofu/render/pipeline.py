@@ -337,7 +337,12 @@ def _encode_auto(ctx: Context, image: pyvips.Image) -> tuple[bytes, int | None]:
     def encode_at(quality: int) -> bytes:
         return encode(ctx.cancellation.watch(image), output, quality, settings)
 
-    choice = autoquality.search(image, output, target, encode_at, check=ctx.cancellation.check)
+    ceiling = None
+    if settings.auto_quality_lower_only:
+        ceiling = FORMATS[output].quality(None, ctx.size.save_data)
+    choice = autoquality.search(
+        image, output, target, encode_at, check=ctx.cancellation.check, ceiling=ceiling
+    )
     return adjust.encode_within(
         image, output, choice.quality, settings, ctx.size.operations.max_bytes, choice.body
     )

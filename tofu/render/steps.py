@@ -35,6 +35,7 @@ class RenderSettings:
     # URLs without q; else the format's fixed default.
     auto_quality: bool = False
     quality_target: float = autoquality.DEFAULT_TARGET
+    auto_quality_lower_only: bool = False  # never above the format's fixed (Save-Data) default
 
 
 @dataclass(frozen=True, slots=True)
