@@ -30,12 +30,17 @@ from pathlib import Path
 
 from bench import metrics
 from bench.floor import Floor, decode_floor
+from bench.formats import tofu_per_format
 from bench.machine import machine_info, tofu_versions
 from bench.mix import DEFAULT_SIZE_MIX, format_size_mix, parse_size_mix
 from bench.procs import RssSampler, group_cpu_seconds, settle
 from bench.quality import Scorer
 from bench.report import Row, WorkloadInfo, write_report
 from bench.servers import (
+    SHARP_MATCHED,
+    SHARP_NEGOTIATE,
+    THUMBOR_AUTO_AVIF,
+    THUMBOR_AUTO_WEBP,
     Running,
     ServerError,
     cores,
@@ -129,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-quality", action="store_true", help="skip the SSIM pass after each server's run"
     )
+    p.add_argument(
+        "--format-repeat",
+        type=int,
+        default=3,
+        help="W5: renders per rendition for tofu's per-format rows (the minimum encode time)",
+    )
     return p
 
 
@@ -157,16 +168,33 @@ class Bench:
         root, work = self.origin.root, self.workdir
         cache = None if wl.cached else "0"
         name = f"{wl.name}-{server}"
+        browser = bool(wl.accept)
         starters: dict[str, Callable[[], Running]] = {
             "tofu": lambda: start_tofu(name, root, work, cache_size=cache, extra=self.tofu_extra),
             "tofu-baseline": lambda: start_tofu(
                 name, root, work, cache_size=cache, extra=self.tofu_extra, root=self.args.baseline
             ),
+            "tofu-auto": lambda: start_tofu(
+                name, root, work, cache_size=cache, extra=[*self.tofu_extra, "--auto-quality"]
+            ),
             "tofu-percore": lambda: start_tofu(
                 name, root, work, workers=cores(), cache_size=cache, extra=self.tofu_extra
             ),
             "thumbor": lambda: start_thumbor(
-                name, root, work, result_storage=False, processes=self.args.thumbor_processes
+                name,
+                root,
+                work,
+                result_storage=False,
+                processes=self.args.thumbor_processes,
+                extra_config=THUMBOR_AUTO_AVIF if browser else "",
+            ),
+            "thumbor-webp": lambda: start_thumbor(
+                name,
+                root,
+                work,
+                result_storage=False,
+                processes=self.args.thumbor_processes,
+                extra_config=THUMBOR_AUTO_WEBP,
             ),
             "thumbor-rs": lambda: start_thumbor(
                 name, root, work, result_storage=True, processes=self.args.thumbor_processes
@@ -174,13 +202,20 @@ class Bench:
             "nginx-if": lambda: start_nginx(name, "image_filter", root, work),
             "nginx-if-cache": lambda: start_nginx(name, "cache", root, work),
             "nginx-static": lambda: start_nginx(name, "static", self.static_root, work),
-            "sharp": lambda: start_sharp(name, root, work),
+            "sharp": lambda: start_sharp(
+                name, root, work, options=SHARP_NEGOTIATE if browser else []
+            ),
+            "sharp-matched": lambda: start_sharp(name, root, work, options=SHARP_MATCHED),
             "ceiling": lambda: start_ceiling(name, root, work),
         }
         return starters[server]()
 
     def paths(self, wl: Workload, kind: Kind) -> list[str]:
-        pairs = pairs_for(
+        pairs = self.pairs(wl)
+        return paths_for(kind, pairs, explicit_quality=wl.explicit_quality)
+
+    def pairs(self, wl: Workload) -> list[tuple[str, str]]:
+        return pairs_for(
             wl.name,
             self.origin,
             list_length=self.args.list_length,
@@ -189,17 +224,25 @@ class Bench:
             seed=self.args.seed,
             w3_token_=self.w3_token,
         )
-        return paths_for(kind, pairs)
 
     def floor(self, wl: Workload) -> Floor | None:
-        """The decode-only floor of a miss-path workload's photos; None when the workload
-        caches or has no photo tofu decodes with libjpeg-turbo."""
+        """The decode-only floor of a miss-path workload's photos at its one size; None when
+        the workload caches, mixes sizes (W5) or has no photo libjpeg-turbo decodes."""
         pairs = self.quality_pairs(wl)
-        if wl.cached or not pairs:
-            return None
         tokens = {token for _, token in pairs}
-        (token,) = tokens  # a miss-path workload renders one size
+        if wl.cached or len(tokens) != 1:
+            return None
+        (token,) = tokens
         return decode_floor([(self.origin.root / key).read_bytes() for key, _ in pairs], token)
+
+    def per_format(self, wl: Workload) -> list[dict]:
+        """W5: tofu's JPEG, WebP and AVIF on the workload's photos and sizes, in process."""
+        if not wl.accept or self.args.no_quality:
+            return []
+        originals = [(self.origin.root / key).read_bytes() for key in self.origin.photo_keys]
+        tokens = list(dict.fromkeys(token for _, token in self.quality_pairs(wl)))
+        print(f"{wl.name}: tofu per format, in process", file=sys.stderr)
+        return tofu_per_format(originals, tokens, repeat=self.args.format_repeat)
 
     def quality_pairs(self, wl: Workload) -> list[tuple[str, str]]:
         return quality_pairs(
@@ -211,13 +254,24 @@ class Bench:
         quality = self.scorer.run(
             running.url,
             self.quality_pairs(wl),
-            lambda key, token: path_for(running.kind, key, token),
+            lambda key, token: path_for(
+                running.kind, key, token, explicit_quality=wl.explicit_quality
+            ),
+            headers=self.headers(wl),
+            with_ssimulacra2=bool(wl.accept),
         )
         row.ssim_worst, row.ssim_mean = quality.worst, quality.mean
         row.dims, row.chroma = quality.dims, quality.chroma
+        row.formats = quality.formats
+        row.ssimulacra2_worst = quality.ssimulacra2_worst
+        row.ssimulacra2_mean = quality.ssimulacra2_mean
         if quality.failures:
             shown = "; ".join(quality.failures[:3])
             row.notes.append(f"quality pass: {len(quality.failures)} failed ({shown})")
+
+    @staticmethod
+    def headers(wl: Workload) -> dict[str, str]:
+        return {"Accept": wl.accept} if wl.accept else {}
 
     def prepare_w3(self) -> None:
         """Pick the rendition near --w3-bytes and write it as the static file nginx serves."""
@@ -251,7 +305,7 @@ class Bench:
 
     def _measure(self, wl: Workload, running: Running, row: Row) -> None:
         paths = self.paths(wl, running.kind)
-        status = prime(running.url + paths[0])
+        status = prime(running.url + paths[0], self.headers(wl))
         if status != 200:
             row.notes.append(f"first request answered {status}")
         duration = self.duration(wl)
@@ -260,6 +314,7 @@ class Bench:
             "connections": conns,
             "threads": self.args.threads,
             "timeout_s": self.args.timeout,
+            "headers": self.headers(wl),
         }
         if self.args.warmup > 0:
             # Start the warm-up elsewhere in the list, so the measured walk begins cold where it
@@ -304,10 +359,11 @@ class Bench:
         )
 
 
-def prime(url: str) -> int:
+def prime(url: str, headers: dict[str, str] | None = None) -> int:
     """One request before the load (and the rendition cached where the server caches)."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=60) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as exc:
@@ -379,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                 peer=wl.peer,
                 floor_ms=floor.mean_ms if floor else None,
                 floor_note=floor.describe() if floor else "",
+                accept=wl.accept,
+                per_format=bench.per_format(wl),
             )
             infos.append(info)
             if name == "W4" and not origin.big_keys:

@@ -205,6 +205,60 @@ def matching_quality(summary: dict, tokens: Sequence[str], fmt: ImageFormat) -> 
     return None
 
 
+def tofu_per_format(
+    originals: Sequence[bytes], tokens: Sequence[str], repeat: int = 3
+) -> list[dict[str, float | str]]:
+    """W5's per-format rows for tofu alone, in process: each original at each size through
+    tofu's whole render (``tofu.render.render``, the format as if negotiated, its default
+    quality or the token's q): the encode phase in ms (the minimum of ``repeat`` renders of
+    ``Rendition.encode_seconds``), bytes, and SSIM against the full-decode reference
+    (``bench.quality``), as means over the renditions (SSIM also the worst)."""
+    from bench.quality import references
+    from tofu.negotiate import Negotiated
+    from tofu.render import render
+    from tofu.transform import Fit
+
+    rows: list[dict[str, float | str]] = []
+    for fmt in FORMATS:
+        negotiated = Negotiated(fmt, ImageFormat.WEBP)
+        encode_ms, sizes, scores = [], [], []
+        for data in originals:
+            for token in tokens:
+                size = parse_size(token, 8192)
+                renditions = [
+                    render(data, size, RenderSettings(), negotiated) for _ in range(repeat)
+                ]
+                out = renditions[0]
+                encode_ms.append(min(r.encode_seconds for r in renditions) * 1000)
+                sizes.append(len(out.body))
+                refs = references(data, out.width, out.height, crop=size.fit is Fit.COVER)
+                pixels = decode(out.body)
+                scores.append(max(ssim(ref, pixels) for ref in refs))
+        rows.append(
+            {
+                "format": fmt.value,
+                "encode_ms": statistics.fmean(encode_ms),
+                "mean_bytes": statistics.fmean(sizes),
+                "ssim_mean": statistics.fmean(scores),
+                "ssim_worst": min(scores),
+            }
+        )
+    return rows
+
+
+def per_format_table(rows: Sequence[dict]) -> str:
+    lines = [
+        "| tofu, format | encode ms (mean) | mean bytes | SSIM worst / mean |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['format']} | {r['encode_ms']:.1f} | {r['mean_bytes']:,.0f} | "
+            f"{r['ssim_worst']:.3f} / {r['ssim_mean']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.formats",

@@ -117,6 +117,18 @@ def in_turn(keys: Sequence[str], token: str, count: int | None = None) -> list[t
     return [(keys[i % len(keys)], token) for i in range(count)]
 
 
+def sized_in_turn(
+    keys: Sequence[str], sizes: Sequence[tuple[str, float]], count: int, *, seed: int = 1
+) -> list[tuple[str, str]]:
+    """Every key in turn (nothing repeats within ``len(keys)`` requests, so nothing is
+    coalesced), each at a size token drawn from the weighted mix; ``count`` pairs."""
+    rng = random.Random(seed)
+    tokens = [token for token, _ in sizes]
+    cumulative = list(itertools.accumulate(w for _, w in sizes))
+    chosen = rng.choices(tokens, cum_weights=cumulative, k=count)
+    return [(keys[i % len(keys)], token) for i, token in enumerate(chosen)]
+
+
 def tofu_paths(pairs: Iterable[tuple[str, str]], secret: str | None = None) -> list[str]:
     """tofu URL paths for (key, token) pairs, signed when ``secret`` is given."""
     paths = (build_path(key, token) for key, token in pairs)

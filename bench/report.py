@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.formats import per_format_table
 from bench.goals import evaluate, goals_table
 from bench.quality import differing_dims
 from bench.units import fmt_ms, short_run_warning
@@ -41,8 +42,11 @@ class Row:
     renders: float | None = None  # tofu: renders during the run
     ssim_worst: float | None = None  # the quality pass (bench/quality.py) after the run
     ssim_mean: float | None = None
+    ssimulacra2_worst: float | None = None  # W5's quality pass: SSIMULACRA 2 (0-100)
+    ssimulacra2_mean: float | None = None
     dims: dict[str, str] = field(default_factory=dict)  # "KEY TOKEN" -> output "WxH"
     chroma: list[str] = field(default_factory=list)  # JPEG chroma subsamplings seen
+    formats: dict[str, int] = field(default_factory=dict)  # quality pass: Content-Type -> count
     skipped: str | None = None  # why there is no measurement
     notes: list[str] = field(default_factory=list)
 
@@ -74,6 +78,8 @@ class WorkloadInfo:
     peer: str = ""  # a second server ratios are computed against (sharp)
     floor_ms: float | None = None  # bench/floor.py: decode only, mean ms per photo
     floor_note: str = ""
+    accept: str = ""  # the Accept header sent (W5)
+    per_format: tuple[dict, ...] | list[dict] = ()  # W5: tofu alone per format, in process
 
 
 def ratio(value: float, base: float) -> float | None:
@@ -132,6 +138,12 @@ def _ssim(row: Row, flagged: bool) -> str:
     return f"{row.ssim_worst:.3f} / {row.ssim_mean:.3f}" + (" (dims!)" if flagged else "")
 
 
+def _ssimulacra2(row: Row) -> str:
+    if row.ssimulacra2_worst is None or row.ssimulacra2_mean is None:
+        return "-"
+    return f"{row.ssimulacra2_worst:.1f} / {row.ssimulacra2_mean:.1f}"
+
+
 def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
     b, p = info.baseline, info.peer
     columns = [
@@ -143,6 +155,7 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         "peak RSS MB",
         "mean bytes",
         "SSIM worst / mean",
+        *(["SSIMULACRA 2 worst / mean"] if info.accept else []),
         "errors",
         f"req/s vs {b}",
         *([f"req/s vs {p}"] if p else []),
@@ -169,6 +182,7 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
             _num(row.peak_rss_mb, 0),
             _num(row.mean_bytes, 0),
             _ssim(row, bool(differing)),
+            *([_ssimulacra2(row)] if info.accept else []),
             str(row.errors),
             _x(r.rps_vs_base),
             *([_x(r.rps_vs_peer)] if p else []),
@@ -188,6 +202,10 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
             extra.append(
                 f"chroma subsampling {', '.join(row.chroma)} (tofu {', '.join(tofu.chroma)})"
             )
+        if info.accept and row.formats:
+            extra.append(
+                "answered " + ", ".join(f"{k} x{v}" for k, v in sorted(row.formats.items()))
+            )
         if row.hit_ratio is not None and not math.isnan(row.hit_ratio):
             extra.append(f"result-cache hit ratio {row.hit_ratio:.1%}")
         if row.renders is not None and row.requests:
@@ -204,6 +222,15 @@ def workload_table(info: WorkloadInfo, rows: Sequence[Row]) -> str:
         if tofu is not None and not math.isnan(tofu.cpu_ms_per_req):
             floor += f"; tofu's CPU ms/req is {tofu.cpu_ms_per_req / info.floor_ms:.2f}x it"
         out += ["", floor + "."]
+    if info.per_format:
+        out += [
+            "",
+            "tofu alone per output format, in process (the same photos and sizes; the format's "
+            "default quality or the token's q; encode ms is the render's encode phase, the "
+            "minimum of --format-repeat renders):",
+            "",
+            per_format_table(info.per_format),
+        ]
     return "\n".join(out)
 
 
@@ -228,7 +255,9 @@ def render_markdown(results: dict) -> str:
         "- SSIM worst / mean: each server's output for every photo of the workload, fetched once "
         "after its run, against the original decoded in full by libvips, autorotated and resized "
         "with Lanczos-3 to that output's dimensions (a crop: both centres of an odd margin, the "
-        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's.",
+        "better kept; RGB, scikit-image); (dims!) marks outputs more than 1px off tofu's. "
+        "W5 also gives SSIMULACRA 2 (0-100, higher is better; 90 is visually lossless, 70 "
+        "high quality) against the best-SSIM reference.",
         "",
     ]
     for info_dict in results["workloads"]:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bench.targets import Kind
 from tofu.config import default_workers
-from tofu.formats import PROGRESSIVE_MIN_PIXELS
+from tofu.formats import FORMATS, PROGRESSIVE_MIN_PIXELS, ImageFormat
+from tofu.render import RenderSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMBOR_VENV = ROOT / "bench" / ".venv-thumbor"
@@ -311,14 +312,48 @@ def sharp_version(prefix: Path = SHARP_DIR) -> str:
     return f"{parts[0]} (libvips {parts[1]}, Node {parts[2]})" if len(parts) == 3 else "unknown"
 
 
-def start_sharp(name: str, origin: Path, workdir: Path, workers: int | None = None) -> Running:
+# W5: sharp's output format follows Accept; its encoders at sharp's defaults (AVIF quality 50,
+# effort 4, 4:4:4; WebP 80, effort 4), or at tofu's settings (tofu/formats.py): the same
+# libvips savers underneath, so the same numbers mean the same encodings.
+SHARP_NEGOTIATE = ["--negotiate"]
+SHARP_MATCHED = [
+    "--negotiate",
+    "--avif-quality",
+    str(FORMATS[ImageFormat.AVIF].default_quality),
+    "--avif-effort",
+    str(RenderSettings().avif_effort),
+    "--avif-chroma",
+    "4:2:0",  # libvips' heifsave "auto" below Q 90, as tofu's
+    "--webp-quality",
+    str(FORMATS[ImageFormat.WEBP].default_quality),
+    "--webp-effort",
+    "4",
+]
+# W5: thumbor 7.8 asks AUTO_WEBP before AUTO_AVIF, so with both on a browser that takes AVIF
+# gets WebP. ``thumbor`` turns on AUTO_AVIF alone (AVIF for Chromium, as tofu and sharp; Pillow
+# 11.3+ encodes AVIF itself, bench/.venv-thumbor has Pillow 12), ``thumbor-webp`` both (WebP).
+# Quality is thumbor's QUALITY (80) for every format (WEBP_QUALITY, AVIF_QUALITY unset), AVIF
+# at Pillow's default speed.
+THUMBOR_AUTO_AVIF = "AUTO_AVIF = True\n"
+THUMBOR_AUTO_WEBP = "AUTO_AVIF = True\nAUTO_WEBP = True\n"
+
+
+def start_sharp(
+    name: str,
+    origin: Path,
+    workdir: Path,
+    workers: int | None = None,
+    options: list[str] | None = None,
+) -> Running:
     """``bench/sharp_server.js`` over ``origin``: one Node process per core (node:cluster),
-    ``sharp.concurrency(1)``, a libuv pool of one thread per core in each."""
+    ``sharp.concurrency(1)``, a libuv pool of one thread per core in each; ``options``: the
+    server's encoder and negotiation flags."""
     modules = ensure_sharp()
     port = free_port()
     n = workers or cores()
     cmd = ["node", str(SHARP_SERVER), "--root", str(origin), "--port", str(port)]
     cmd += ["--workers", str(n), "--progressive-min-pixels", str(PROGRESSIVE_MIN_PIXELS)]
+    cmd += options or []
     env = {"NODE_PATH": str(modules), "UV_THREADPOOL_SIZE": str(cores())}
     return _started(_spawn(name, Kind.SHARP, cmd, port, workdir, env), "/healthz")
 

@@ -11,7 +11,15 @@
 // baseline JPEG with optimised Huffman tables, 4:2:0, mozjpeg's trellis/scan options off
 // (defaults), progressive from PROGRESSIVE_MIN_PIXELS output pixels as tofu.
 //
+// Q 0: the format's default quality. With --negotiate (W5), the output format follows the Accept
+// header as tofu's does: AVIF if the client names image/avif, else WebP if it names image/webp,
+// else JPEG; --avif-quality/--avif-effort/--avif-chroma and --webp-quality/--webp-effort set
+// the encoders (unset: sharp's own defaults: AVIF quality 50, effort 4, 4:4:4; WebP quality
+// 80, effort 4).
+//
 //   node bench/sharp_server.js --root DIR --port N --workers N --progressive-min-pixels N
+//        [--negotiate] [--avif-quality Q] [--avif-effort E] [--avif-chroma 4:2:0|4:4:4]
+//        [--webp-quality Q] [--webp-effort E] [--jpeg-quality Q]
 'use strict';
 
 const cluster = require('node:cluster');
@@ -27,6 +35,13 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '8091' },
     workers: { type: 'string', default: String(require('node:os').availableParallelism()) },
     'progressive-min-pixels': { type: 'string', default: '1000000' },
+    negotiate: { type: 'boolean', default: false },
+    'avif-quality': { type: 'string' },
+    'avif-effort': { type: 'string' },
+    'avif-chroma': { type: 'string' },
+    'webp-quality': { type: 'string' },
+    'webp-effort': { type: 'string' },
+    'jpeg-quality': { type: 'string', default: '80' },
   },
 });
 
@@ -54,13 +69,46 @@ if (cluster.isPrimary) {
   const progressiveMin = Number(args['progressive-min-pixels']);
   const route = /^\/(\d+)\/(\d+)\/([01])\/(\d+)\/(.+)$/;
 
-  const render = async (file, width, height, crop, quality) => {
+  // Only the options given: the rest are sharp's defaults.
+  const given = (pairs) =>
+    Object.fromEntries(
+      pairs.filter(([, v]) => v !== undefined).map(([k, v]) => [k, /^\d+$/.test(v) ? Number(v) : v]),
+    );
+  const avifOptions = given([
+    ['quality', args['avif-quality']],
+    ['effort', args['avif-effort']],
+    ['chromaSubsampling', args['avif-chroma']],
+  ]);
+  const webpOptions = given([
+    ['quality', args['webp-quality']],
+    ['effort', args['webp-effort']],
+  ]);
+  const chooseFormat = (accept) => {
+    if (!args.negotiate || !accept) return 'jpeg';
+    if (accept.includes('image/avif')) return 'avif';
+    if (accept.includes('image/webp')) return 'webp';
+    return 'jpeg';
+  };
+
+  const encode = (pipeline, format, quality, progressive) => {
+    if (format === 'avif') return pipeline.avif(quality ? { ...avifOptions, quality } : avifOptions);
+    if (format === 'webp') return pipeline.webp(quality ? { ...webpOptions, quality } : webpOptions);
+    return pipeline.jpeg({
+      quality: quality || Number(args['jpeg-quality']),
+      progressive,
+      optimiseCoding: true,
+      chromaSubsampling: '4:2:0',
+      mozjpeg: false,
+    });
+  };
+
+  const render = async (file, width, height, crop, quality, format) => {
     const options = { withoutEnlargement: true, fit: crop ? 'cover' : 'inside' };
     if (width) options.width = width;
     if (height) options.height = height;
     // Only outputs that can reach the progressive threshold need the header read first.
     let progressive = false;
-    if ((width || 1e9) * (height || 1e9) >= progressiveMin) {
+    if (format === 'jpeg' && (width || 1e9) * (height || 1e9) >= progressiveMin) {
       const meta = await sharp(file).metadata();
       const [w, h] = (meta.orientation || 1) >= 5 ? [meta.height, meta.width] : [meta.width, meta.height];
       const scale = crop
@@ -70,11 +118,7 @@ if (cluster.isPrimary) {
       const outH = crop ? Math.min(height, Math.round(h * scale)) : Math.round(h * scale);
       progressive = outW * outH >= progressiveMin;
     }
-    return sharp(file)
-      .autoOrient()
-      .resize(options)
-      .jpeg({ quality, progressive, optimiseCoding: true, chromaSubsampling: '4:2:0', mozjpeg: false })
-      .toBuffer();
+    return encode(sharp(file).autoOrient().resize(options), format, quality, progressive).toBuffer();
   };
 
   http
@@ -89,9 +133,12 @@ if (cluster.isPrimary) {
         return;
       }
       const file = path.join(root, decodeURIComponent(m[5]));
-      render(file, Number(m[1]), Number(m[2]), m[3] === '1', Number(m[4])).then(
+      const format = chooseFormat(req.headers.accept);
+      render(file, Number(m[1]), Number(m[2]), m[3] === '1', Number(m[4]), format).then(
         (body) => {
-          res.writeHead(200, { 'Content-Type': 'image/jpeg', 'Content-Length': body.length });
+          const headers = { 'Content-Type': `image/${format}`, 'Content-Length': body.length };
+          if (args.negotiate) headers.Vary = 'Accept';
+          res.writeHead(200, headers);
           res.end(body);
         },
         (err) => {

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pyvips
 
-from bench.mix import DEFAULT_SIZE_MIX, in_turn, request_mix
+from bench.mix import DEFAULT_SIZE_MIX, in_turn, request_mix, sized_in_turn
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
 BIG_MEGAPIXELS = 12.0
+# What Chromium sends for an <img> (Chrome 120+); Safari and Firefox also name image/avif.
+CHROMIUM_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 W3_TARGET_BYTES = 20_000
 
 
@@ -115,6 +117,10 @@ class Workload:
     reference: str  # the ceiling row (for W3: nginx serving the bytes as a static file)
     cached: bool  # tofu keeps its result cache (else --cache-size 0)
     peer: str = ""  # a second server ratios are computed against
+    accept: str = ""  # the Accept header of every request (and of the quality pass)
+    # True: every URL names the quality (80 unless the token says otherwise), so every server
+    # encodes JPEG alike; False: a token's own q only, else each format's default per server.
+    explicit_quality: bool = True
 
 
 MISS_SERVERS = ("tofu", "tofu-percore", "thumbor", "sharp", "nginx-if", "ceiling")
@@ -173,14 +179,31 @@ WORKLOADS: dict[str, Workload] = {
             cached=False,
             peer="sharp",
         ),
+        Workload(
+            "W5",
+            "browser: the W1 photos at the app's size mix, Chromium's Accept, every request "
+            "renders (AVIF where negotiated)",
+            ("tofu", "tofu-auto", "thumbor", "thumbor-webp", "sharp", "sharp-matched"),
+            30.0,
+            8,
+            "thumbor",
+            "sharp-matched",
+            cached=False,
+            peer="sharp",
+            accept=CHROMIUM_ACCEPT,
+            explicit_quality=False,
+        ),
     )
 }
 ALL_SERVERS = (
     "tofu",
     "tofu-percore",
+    "tofu-auto",
     "thumbor",
     "thumbor-rs",
+    "thumbor-webp",
     "sharp",
+    "sharp-matched",
     "nginx-if",
     "nginx-if-cache",
     "nginx-static",
@@ -231,6 +254,8 @@ def pairs_for(
         return [(origin.photo_keys[0], w3_token_)]
     if workload == "W4":
         return in_turn(origin.virtual_big_keys, "512s")
+    if workload == "W5":  # distinct keys in turn, each at a size drawn from the mix
+        return sized_in_turn(origin.virtual_keys, sizes, list_length, seed=seed)
     raise ValueError(f"unknown workload {workload!r}")
 
 
@@ -245,7 +270,7 @@ def quality_pairs(
     pass fetches from each server."""
     if workload == "W1":
         return [(key, "512s") for key in origin.photo_keys]
-    if workload == "W2":
+    if workload in ("W2", "W5"):
         return [(key, token) for key in origin.photo_keys for token, _ in sizes]
     if workload == "W3":
         return [(origin.photo_keys[0], w3_token_)]

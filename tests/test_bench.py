@@ -1,5 +1,6 @@
-"""Unit tests of the bench tools: no load is generated, and the one server started is sharp's
-(bench/sharp_server.js), which ``make test`` installs with npm before pytest runs."""
+"""Unit tests of the bench tools, and W5 run for a second per server on the samples. sharp
+(bench/sharp_server.js) is installed by ``make test`` with npm before pytest runs, thumbor by
+``bench.servers.ensure_thumbor`` on first use."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from bench.units import (
     parse_per_workload,
     short_run_warning,
 )
-from bench.workloads import WORKLOADS, Origin, quality_pairs, select
+from bench.workloads import CHROMIUM_ACCEPT, WORKLOADS, Origin, quality_pairs, select
 from bench.wrk import RESULT_MARKER, WrkError, WrkRun, lua_script, parse_result, read_progress
 from tofu.render import RenderSettings, render
 from tofu.render.steps import plan, probe
@@ -637,3 +638,40 @@ def test_sharp_server_serves_a_resize_like_tofus(tmp_path: Path) -> None:
     assert quality.chroma == ["4:2:0"]
     assert quality.worst is not None and 0.9 < quality.worst < 1.0
     assert missing.failures == ["src/absent.jpg 512s: HTTP 404"] and missing.worst is None
+
+
+# --- W5, the browser workload, for real and short --------------------------------------------
+
+
+def test_w5_runs_short_on_the_samples(tmp_path: Path) -> None:
+    """tofu, tofu --auto-quality, thumbor (AUTO_AVIF; the family brings thumbor-webp) and sharp
+    at tofu's settings, two seconds each with Chromium's Accept: each answers AVIF (thumbor-webp
+    WebP), with a score; tofu's per-format rows."""
+    from bench import compare
+
+    assert (SHARP_DIR / "node_modules" / "sharp" / "package.json").exists(), (
+        "sharp is not installed: `make test` installs it (bench.servers.ensure_sharp)"
+    )
+    servers = ("tofu", "tofu-auto", "thumbor", "sharp-matched")
+    args = ["--only", "W5", "--photos", str(SAMPLE.parent.parent), "--servers", ",".join(servers)]
+    args += ["--duration", "2s", "--warmup", "0", "--connections", "2", "--keys", "6"]
+    args += ["--sizes", "280x194c,650s:1"]
+    args += ["--format-repeat", "1", "--out", str(tmp_path), "--tag", "w5"]
+    assert compare.main(args) == 0
+    results = json.loads((tmp_path / "w5.json").read_text())
+    rows = {r["server"]: r for r in results["rows"] if r["workload"] == "W5"}
+    assert set(rows) == {*servers, "thumbor-webp"}
+    for name, row in rows.items():
+        assert row["skipped"] is None, (name, row["skipped"])
+        assert row["requests"] > 0 and row["errors"] == 0, (name, row["statuses"])
+        assert row["mean_bytes"] > 0 and row["cpu_ms_per_req"] > 0 and row["peak_rss_mb"] > 0
+        expected = "image/webp" if name == "thumbor-webp" else "image/avif"
+        assert set(row["formats"]) == {expected}, (name, row["formats"])
+        assert 0.5 < row["ssim_worst"] <= row["ssim_mean"] < 1, name
+        assert 0 < row["ssimulacra2_worst"] <= row["ssimulacra2_mean"] < 100, name
+    (info,) = results["workloads"]
+    assert info["accept"] == CHROMIUM_ACCEPT
+    assert [r["format"] for r in info["per_format"]] == ["jpeg", "webp", "avif"]
+    report = (tmp_path / "w5.md").read_text()
+    assert "## W5" in report and "| tofu, format |" in report
+    assert "| SSIMULACRA 2 worst / mean |" in report

@@ -49,6 +49,7 @@ class Body:
     etag: str = '"e"'
     version: str = "v1"
     last_modified: float | None = 1_700_000_000.0
+    quality: int | None = 80
 
 
 def entry(n: int) -> Body:
@@ -95,7 +96,7 @@ async def test_round_trip_keeps_what_http_needs(tmp_path: Path) -> None:
     disk, _ = tier(tmp_path / "disk")
     await disk.put(key(1), entry(1))
     stored = await disk.get(key(1))
-    assert stored == Stored(entry(1).body, "image/jpeg", '"e"', "v1", 1_700_000_000.0, "disk")
+    assert stored == Stored(entry(1).body, "image/jpeg", '"e"', "v1", 1_700_000_000.0, 80, "disk")
     assert await disk.get(key(2)) is None
     await disk.close()
 
@@ -125,6 +126,24 @@ async def test_an_entry_over_its_share_is_not_written(tmp_path: Path) -> None:
     await disk.put(key(1), entry(1))
     assert await disk.get(key(1)) is None
     assert metrics.tier_writes.labels("disk")._value.get() == 0
+    await disk.close()
+
+
+async def test_an_entry_keeps_what_its_response_says(tmp_path: Path) -> None:
+    """Everything the response is made of comes back, the encoder quality (X-Image-Quality)
+    included: a disk hit answers as the render did."""
+    disk, _ = tier(tmp_path / "disk")
+    await disk.put(key(1), entry(1))
+    stored = await disk.get(key(1))
+    assert stored is not None
+    made = entry(1)
+    assert (stored.body, stored.media_type, stored.etag, stored.version) == (
+        made.body,
+        made.media_type,
+        made.etag,
+        made.version,
+    )
+    assert (stored.last_modified, stored.quality) == (made.last_modified, made.quality)
     await disk.close()
 
 

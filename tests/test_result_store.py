@@ -192,7 +192,7 @@ async def test_a_tier_that_raises_is_a_miss_and_a_counted_error() -> None:
     tiers = Tiers([Broken()], RenderSettings(), metrics)
     rendition = Transform("recipes/1/cups.jpg", Size(100, None))
     assert await tiers.get(rendition, None, None) is None
-    tiers.put(rendition, None, Stored(b"x", "image/jpeg", '"e"', "v", None, "memory"))
+    tiers.put(rendition, None, Stored(b"x", "image/jpeg", '"e"', "v", None, None, "memory"))
     await tiers.close()
     assert metrics.tier_errors.labels("broken", "error")._value.get() == 2
 
@@ -219,7 +219,7 @@ async def test_background_writes_are_bounded_and_the_excess_is_counted() -> None
     metrics = Metrics()
     slow = Slow()
     tiers = Tiers([slow], RenderSettings(), metrics)
-    entry = Stored(b"x", "image/jpeg", '"e"', "v", None, "memory")
+    entry = Stored(b"x", "image/jpeg", '"e"', "v", None, None, "memory")
     for width in range(100, 100 + MAX_PENDING_WRITES + 10):
         tiers.put(Transform("recipes/1/cups.jpg", Size(width, None)), None, entry)
     assert metrics.tier_errors.labels("slow", "dropped")._value.get() == 10

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tofu.errors import BadRequest
-from tofu.formats import FORMATS
+from tofu.formats import AUTO_QUALITY_TARGET, FORMATS
 from tofu.origins.sources import Route, parse_route, parse_source, parse_table
 from tofu.transform import DEFAULT_WATERMARK_PLACEMENT, ImageFormat, Watermark
 from tofu.urls import Preset, SizeSpec, parse_preset, parse_size_spec
@@ -235,6 +235,13 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # What --negotiate accepts: every still format but GIF (see _format), or none.
 NEGOTIABLE = (*(f.value for f in FORMATS if f is not ImageFormat.GIF), "none")
+
+
+def _quality_target(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1:
+        raise ValueError(f"must be an SSIM from 0.5 to below 1, got {text!r}")
+    return value
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -621,6 +628,27 @@ SETTINGS: tuple[Setting, ...] = (
         "avif_effort", "AVIF encoder effort 0 (fastest) to 9", _non_negative(int), group="rendering"
     ),
     Setting(
+        "auto_quality",
+        "choose the JPEG, WebP and AVIF quality per image: the lowest meeting "
+        "--quality-target, in a few trial encodes (a URL's q always wins)",
+        flag_only=True,
+        group="rendering",
+    ),
+    Setting(
+        "auto_quality_lower_only",
+        "--auto-quality never goes above the format's fixed default (it only lowers quality "
+        "for images that meet the target below it)",
+        flag_only=True,
+        group="rendering",
+    ),
+    Setting(
+        "quality_target",
+        "the SSIM (RGB, against the output before encoding) --auto-quality aims at; "
+        "Save-Data lowers it",
+        _quality_target,
+        group="rendering",
+    ),
+    Setting(
         "client_hints",
         "answer Accept-CH and size images by the Sec-CH-DPR hint (URLs without @DPR) and the "
         "Sec-CH-Width hint (sizes with the w option), with Vary",
@@ -719,6 +747,9 @@ class Config:
     max_age: int = 31_536_000
     negotiate: tuple[ImageFormat, ...] = (ImageFormat.AVIF, ImageFormat.WEBP)
     avif_effort: int = 0
+    auto_quality: bool = False
+    auto_quality_lower_only: bool = False
+    quality_target: float = AUTO_QUALITY_TARGET
     client_hints: bool = False
     save_data: bool = False
     drain_seconds: float = 5.0

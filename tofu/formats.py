@@ -105,6 +105,11 @@ def _save_gif(image: pyvips.Image, quality: int | None, settings: RenderSettings
     return image.gifsave_buffer(effort=1, keep="none")
 
 
+# --auto-quality's default target (SSIM over RGB against the output before encoding,
+# ``tofu.render.autoquality``): the median score of the corpus photos at the fixed default
+# qualities below, at the W5 size mix (``python -m bench.autoquality``).
+AUTO_QUALITY_TARGET = 0.9385
+
 # Default qualities: WebP and AVIF at the level where they look like JPEG q80 (equal mean SSIM,
 # see docs/rendering.md); the Save-Data ones give softer detail for 60 % (JPEG), 68 % (WebP) and
 # 58 % (AVIF) of the bytes (corpus photos at 750x500c).

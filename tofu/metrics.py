@@ -99,6 +99,14 @@ class Metrics:
             registry=r,
         )
         self.renders = Counter("tofu_renders", "renditions rendered", registry=r)
+        self.quality = Histogram(
+            "tofu_render_quality",
+            "encoder quality of rendered JPEG, WebP and AVIF, by format and by how it was "
+            "chosen: auto (--auto-quality) or fixed (the URL's q or the format's default)",
+            ["format", "how"],
+            buckets=tuple(range(10, 101, 5)),
+            registry=r,
+        )
         self.render_errors = Counter(
             "tofu_render_errors", "renders refused or failed, by status", ["status"], registry=r
         )

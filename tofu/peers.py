@@ -39,6 +39,7 @@ MAX_REQUEST_BYTES = 64 << 10  # an encoded rendition is a key and a few fields
 TIMEOUT_HEADER = "Tofu-Timeout"  # seconds left of the client request's deadline
 VERSION_HEADER = "Tofu-Version"  # the original's version
 MODIFIED_HEADER = "Tofu-Last-Modified"  # the original's POSIX mtime, exactly
+QUALITY_HEADER = "Tofu-Quality"  # the encoder's quality (the client sees X-Image-Quality)
 
 
 # --- who owns a rendition ---------------------------------------------------------------
@@ -101,6 +102,7 @@ class Peers:
             last_modified,
             {"peer": time.perf_counter() - started},
             etag=response.headers["ETag"],
+            quality=int(quality) if (quality := response.headers.get(QUALITY_HEADER)) else None,
         )
 
     async def close(self) -> None:
@@ -144,4 +146,6 @@ class PeerHandler:
         headers = {"ETag": entry.etag, VERSION_HEADER: entry.version}
         if entry.last_modified is not None:
             headers[MODIFIED_HEADER] = repr(entry.last_modified)
+        if entry.quality is not None:
+            headers[QUALITY_HEADER] = str(entry.quality)
         return web.Response(body=entry.body, content_type=entry.media_type, headers=headers)

@@ -80,6 +80,10 @@ class RenderPool:
         metrics.phase_seconds.labels("render").observe(rendition.resize_seconds)
         metrics.phase_seconds.labels("encode").observe(rendition.encode_seconds)
         metrics.renders.inc()
+        if rendition.quality is not None and rendition.format is not None:
+            auto = self._settings.auto_quality and plan.size.quality is None and not plan.animated
+            how = "auto" if auto else "fixed"
+            metrics.quality.labels(rendition.format.value, how).observe(rendition.quality)
         return rendition
 
     @contextlib.asynccontextmanager

@@ -157,6 +157,8 @@ class Handlers:
             headers["Vary"] = vary_value
         if self._accept_ch is not None:
             headers["Accept-CH"] = self._accept_ch
+        if entry.quality is not None:
+            headers["X-Image-Quality"] = str(entry.quality)
         if _not_modified(request, entry):
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = entry.media_type

@@ -60,6 +60,7 @@ class Entry:
     last_modified: float | None  # POSIX time of the original
     last_modified_http: str | None  # the same as an HTTP date, formatted once
     phases: dict[str, float]  # seconds spent producing it here: fetch, queue, render, encode
+    quality: int | None = None  # the encoder's quality (X-Image-Quality), where one applies
 
     @classmethod
     def create(
@@ -70,6 +71,7 @@ class Entry:
         last_modified: float | None,
         phases: dict[str, float],
         etag: str | None = None,
+        quality: int | None = None,
     ) -> Entry:
         """``etag`` None: computed from the body (given when a sibling already computed it)."""
         return cls(
@@ -82,6 +84,7 @@ class Entry:
                 formatdate(last_modified, usegmt=True) if last_modified is not None else None
             ),
             phases=phases,
+            quality=quality,
         )
 
 
@@ -237,6 +240,7 @@ class ImageService:
             original.version,
             original.last_modified,
             phases,
+            quality=rendition.quality,
         )
         self._store(key, entry)
         if self._tiers is not None:
@@ -260,6 +264,7 @@ class ImageService:
             stored.last_modified,
             phases,
             etag=stored.etag,
+            quality=stored.quality,
         )
         self._store(key, entry)
         return entry

@@ -160,18 +160,23 @@ def encode_within(
     quality: int | None,
     settings: RenderSettings,
     max_bytes: int | None,
-) -> bytes:
+    first: bytes | None = None,
+) -> tuple[bytes, int | None]:
     """``encode``, lowering a JPEG's or WebP's quality until it fits in ``max_bytes``, as thumbor
-    does: x0.75 a step; the first encoding when no quality of 10 or more fits. Every encoding
-    reads ``image``: a deadline that kills it stops the loop at the encoding under way."""
-    body = encode(image, output, quality, settings)
+    does: x0.75 a step; the first encoding when no quality of 10 or more fits. ``first``: the
+    encoding at ``quality``, when the caller has it already. Returns the body and the quality
+    it was encoded at (None: the format's default, or none applies). Every encoding reads
+    ``image``: a deadline that kills it stops the loop at the encoding under way."""
+    body = first if first is not None else encode(image, output, quality, settings)
+    if quality is None and output in DEFAULT_QUALITY:
+        quality = DEFAULT_QUALITY[output]
     if max_bytes is None or output not in (ImageFormat.JPEG, ImageFormat.WEBP):
-        return body
+        return body, quality
     q = quality or DEFAULT_QUALITY[output]
     result = body
     while len(result) > max_bytes:
         q = int(q * 0.75)
         if q < _MAX_BYTES_MIN_QUALITY:
-            return body
+            return body, quality
         result = encode(image, output, q, settings)
-    return result
+    return result, q if result is not body else quality

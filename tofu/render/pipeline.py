@@ -11,9 +11,12 @@ runner for stills and for every frame of an animation, as imgproxy's ``processin
                 resize, the crop of a COVER box (centre, attention, focal point), then the
                 operations in the order ``Operations`` documents, 16->8 bits, flattening
 4. the finished image is computed (an animation's frames joined into a strip first)
-5. ``encode``   the output format, lowering the quality for ``max_bytes``; for an info
-                document (``documents.info``), the JSON that describes the original and the
-                placeholders computed on the (thumbnail-sized) image instead
+5. ``ENCODE``   the first encoder that applies: ``auto_quality`` (``--auto-quality``, no q in
+                the URL: the lowest quality meeting the target on this image, a few trial
+                encodes, ``autoquality.py``) or ``encode`` (the URL's or the format's quality);
+                both lower the quality for ``max_bytes``; for an info document
+                (``documents.info``), the JSON that describes the original and the placeholders
+                computed on the (thumbnail-sized) image instead
 
 The runner, not the steps, enforces the deadline: before each step it checks the
 cancellation, and it watches the image each step returns (and the input of a step that reads
@@ -38,8 +41,9 @@ import pyvips
 
 from tofu.errors import Unprocessable
 from tofu.formats import FORMATS
-from tofu.render import adjust, animated, documents, filters, steps, watermark
+from tofu.render import adjust, animated, autoquality, documents, filters, steps, watermark
 from tofu.render.cancel import Cancellation
+from tofu.render.encode import encode
 from tofu.render.runtime import release_freed_memory
 from tofu.render.steps import Box, Geometry, RenderSettings, Rendition, Source
 from tofu.transform import (
@@ -423,6 +427,60 @@ FRAME: tuple[Step, ...] = (
 )
 
 
+# --- 5. encoding ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Encoder:
+    name: str
+    run: Callable[[Context, pyvips.Image], tuple[bytes, int | None]]  # body, quality used
+    applies: Callable[[Context], bool]
+
+
+def _encode_fixed(ctx: Context, image: pyvips.Image) -> tuple[bytes, int | None]:
+    """The URL's quality, else the format's (Save-Data) default; lowered for ``max_bytes``."""
+    size = ctx.size
+    quality = FORMATS[ctx.output].quality(size.quality, size.save_data)
+    return adjust.encode_within(image, ctx.output, quality, ctx.settings, size.operations.max_bytes)
+
+
+def _encode_auto(ctx: Context, image: pyvips.Image) -> tuple[bytes, int | None]:
+    """The lowest quality meeting the target on this image (``autoquality``), every trial
+    encoding under the deadline; ``max_bytes`` still lowers it further."""
+    settings, output = ctx.settings, ctx.output
+    target = settings.quality_target
+    if ctx.size.save_data:
+        target = autoquality.save_data_target(target)
+
+    def encode_at(quality: int) -> bytes:
+        return encode(ctx.cancellation.watch(image), output, quality, settings)
+
+    ceiling = None
+    if settings.auto_quality_lower_only:
+        ceiling = FORMATS[output].quality(None, ctx.size.save_data)
+    choice = autoquality.search(
+        image, output, target, encode_at, check=ctx.cancellation.check, ceiling=ceiling
+    )
+    return adjust.encode_within(
+        image, output, choice.quality, settings, ctx.size.operations.max_bytes, choice.body
+    )
+
+
+def _auto_applies(ctx: Context) -> bool:
+    return (
+        ctx.settings.auto_quality
+        and ctx.size.quality is None  # the URL's q always wins
+        and not ctx.animated
+        and autoquality.applies(ctx.output)
+    )
+
+
+ENCODE: tuple[Encoder, ...] = (
+    Encoder("auto_quality", _encode_auto, _auto_applies),
+    Encoder("encode", _encode_fixed, _always),
+)
+
+
 # --- the runner ---------------------------------------------------------------------------------
 
 
@@ -485,12 +543,9 @@ def run(ctx: Context) -> Rendition:
             resize_seconds=resized - started,
             encode_seconds=time.perf_counter() - resized,
         )
-    size = ctx.size
+    encoder = next(e for e in ENCODE if e.applies(ctx))
     try:
-        quality = FORMATS[ctx.output].quality(size.quality, size.save_data)
-        body = adjust.encode_within(
-            image, ctx.output, quality, ctx.settings, size.operations.max_bytes
-        )
+        body, quality = encoder.run(ctx, ctx.cancellation.watch(image))
     except pyvips.Error as exc:
         ctx.cancellation.check()
         raise Unprocessable(f"cannot encode {ctx.output.value}: {steps.vips_reason(exc)}") from None
@@ -500,6 +555,7 @@ def run(ctx: Context) -> Rendition:
         ctx.output,
         image.width,
         height,
+        quality=quality,
         resize_seconds=resized - started,
         encode_seconds=time.perf_counter() - resized,
     )

@@ -14,7 +14,7 @@ import pyvips
 
 from tofu.errors import Unprocessable, UnsupportedMediaType
 from tofu.formats import BY_LOADER, FORMATS, SOURCE_LABELS
-from tofu.render import jpeg
+from tofu.render import autoquality, jpeg
 from tofu.transform import NO_OPERATIONS, Fit, Gravity, ImageFormat, Operations, Size
 
 _MAX_COORD = 10_000_000  # libvips' VIPS_MAX_COORD: "unbounded" for a thumbnail box side
@@ -31,6 +31,11 @@ class RenderSettings:
     # False: JPEGs are decoded at the smallest DCT scale quality allows (``jpeg.py``). True:
     # libvips ``thumbnail`` for every format, which keeps a factor of 2 for the Lanczos step.
     exact_shrink: bool = False
+    # The lowest quality meeting ``quality_target`` per rendition (``autoquality.py``) for
+    # URLs without q; else the format's fixed default.
+    auto_quality: bool = False
+    quality_target: float = autoquality.DEFAULT_TARGET
+    auto_quality_lower_only: bool = False  # never above the format's fixed (Save-Data) default
 
 
 JSON_MEDIA_TYPE = "application/json"
@@ -42,6 +47,7 @@ class Rendition:
     format: ImageFormat | None  # None: a JSON document about the original (tofu.render.documents)
     width: int
     height: int
+    quality: int | None = None  # the encoder's (None: quality does not apply to the format)
     # Where the time went (not part of the result's identity).
     resize_seconds: float = field(default=0.0, compare=False)
     encode_seconds: float = field(default=0.0, compare=False)

@@ -71,6 +71,8 @@ class Rendered(Protocol):
     def version(self) -> str: ...  # of the original
     @property
     def last_modified(self) -> float | None: ...  # of the original, POSIX time
+    @property
+    def quality(self) -> int | None: ...  # the encoder's (X-Image-Quality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class Stored:
     etag: str
     version: str
     last_modified: float | None
+    quality: int | None
     tier: str  # which tier it came from
 
 
@@ -129,6 +132,7 @@ def encode_entry(key: str, entry: Rendered) -> bytes:
             "etag": entry.etag,
             "version": entry.version,
             "last_modified": entry.last_modified,
+            "quality": entry.quality,
         },
         separators=(",", ":"),
     ).encode()
@@ -157,6 +161,8 @@ def decode_entry(key: str, data: bytes, tier: str) -> Stored:
             last_modified=(
                 None if header["last_modified"] is None else float(header["last_modified"])
             ),
+            # Absent from entries written before it was kept.
+            quality=None if header.get("quality") is None else int(header["quality"]),
             tier=tier,
         )
     except (ValueError, KeyError, TypeError) as exc:
