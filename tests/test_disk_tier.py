@@ -273,14 +273,6 @@ def origin(tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.fixture
-def nodes() -> Iterator[list[TofuProcess]]:
-    started: list[TofuProcess] = []
-    yield started
-    for node in started:
-        node.stop()
-
-
 def delta(before: str, after: str, name: str, **labels: str) -> float:
     return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
 

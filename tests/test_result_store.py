@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -55,14 +54,6 @@ def node_args(origin: str, store: str) -> list[str]:
         "--negotiate",
         "none",
     ]
-
-
-@pytest.fixture
-def nodes() -> Iterator[list[TofuProcess]]:
-    started: list[TofuProcess] = []
-    yield started
-    for node in started:
-        node.stop()
 
 
 def test_the_store_url_is_checked_like_an_s3_origin() -> None:

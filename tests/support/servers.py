@@ -123,6 +123,15 @@ def start_tofu(
 
 
 @pytest.fixture
+def nodes() -> Iterator[list[TofuProcess]]:
+    """A list the test appends the ``TofuProcess``es it starts to; each is stopped after."""
+    started: list[TofuProcess] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
 def tofu_process(tmp_path: Path) -> Iterator[Callable[..., TofuProcess]]:
     """Factory: ``tofu_process(["--origin", dir, "--dev"])``; every process is stopped after."""
     started: list[TofuProcess] = []
