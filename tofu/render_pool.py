@@ -123,6 +123,12 @@ class RenderPool:
         finally:
             del self._rendering_since[cancellation]
             self._metrics.renders_in_flight.dec()
+            # The render is over: what it computed must not outlive it. A failure's traceback
+            # holds this frame, and so the cancellation's image; and the future keeping that
+            # failure would make this frame a reference cycle, held until Python's cycle
+            # collector ran (a 504's pixels stayed held: 1.1 GB for a 4096x4096 upscale).
+            cancellation.forget()
+            del work
 
     def stalled(self) -> bool:
         """Whether every render thread has been held for over twice the request deadline: the

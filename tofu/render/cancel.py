@@ -43,6 +43,11 @@ class Cancellation:
                 image.set_kill(True)
         return image
 
+    def forget(self) -> None:
+        """The render is over: let go of the image it was computing (and its pixels)."""
+        with self._lock:
+            self._image = None
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled
